@@ -1,0 +1,214 @@
+"""HTTP plumbing shared by the routes: bounded body reading, strict form and JSON
+parsing, client authentication headers, and the one error shape.
+
+Hand-written rather than Starlette's ``request.form()``: the token endpoint is
+the hot path, python-multipart costs more than the whole urlencoded parse, and
+we need stricter rules than it offers (duplicate parameters are an error,
+RFC 6749 §3.1; non-UTF-8 is a 400).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import parse_qsl, unquote
+
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from freshtoken.server.exceptions import OAuthError, invalid_request
+from freshtoken.server.service import RateLimited
+
+log = logging.getLogger("freshtoken.server")
+
+NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+MAX_FIELDS = 32
+
+
+class RequestTooLarge(OAuthError):
+    status_code = 413
+
+    def __init__(self, limit: int) -> None:
+        super().__init__("invalid_request", f"request body is larger than {limit} bytes")
+
+
+class UnsupportedMediaType(OAuthError):
+    status_code = 415
+
+    def __init__(self, expected: str) -> None:
+        super().__init__("invalid_request", f"Content-Type must be {expected}")
+
+
+def json_response(
+    body: Any, status_code: int = 200, headers: dict[str, str] | None = None
+) -> Response:
+    return JSONResponse(body, status_code=status_code, headers={**NO_STORE, **(headers or {})})
+
+
+def error_response(exc: OAuthError, headers: dict[str, str] | None = None) -> Response:
+    return json_response(
+        {"error": exc.error, "error_description": exc.description}, exc.status_code, headers
+    )
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise invalid_request("bad Content-Length")
+        if int(declared) > limit:
+            raise RequestTooLarge(limit)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise RequestTooLarge(limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _media_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+
+
+async def read_form(request: Request, limit: int) -> dict[str, str]:
+    """An ``application/x-www-form-urlencoded`` body as a dict; repeats are refused."""
+    if _media_type(request) != "application/x-www-form-urlencoded":
+        raise UnsupportedMediaType("application/x-www-form-urlencoded")
+    body = await read_body(request, limit)
+    try:
+        text = body.decode("utf-8")
+        pairs = parse_qsl(
+            text,
+            keep_blank_values=True,
+            encoding="utf-8",
+            errors="strict",
+            max_num_fields=MAX_FIELDS,
+        )
+    except UnicodeDecodeError:
+        raise invalid_request("the form body is not valid UTF-8") from None
+    except ValueError:
+        raise invalid_request(f"too many form fields (at most {MAX_FIELDS})") from None
+    form: dict[str, str] = {}
+    for key, value in pairs:
+        if key in form:
+            raise invalid_request(f"parameter {key!r} is repeated")
+        if "\x00" in value:
+            raise invalid_request(f"parameter {key!r} contains a NUL character")
+        form[key] = value
+    return form
+
+
+async def read_json_object(
+    request: Request, limit: int, *, allow_empty: bool = False
+) -> dict[str, Any]:
+    body = await read_body(request, limit)
+    if not body.strip() and allow_empty:
+        return {}
+    if _media_type(request) != "application/json":
+        raise UnsupportedMediaType("application/json")
+    try:
+        data = json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        raise invalid_request("the body is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise invalid_request("the JSON body must be an object")
+    return data
+
+
+def string_field(
+    data: dict[str, Any], name: str, *, required: bool = True, max_len: int = 4096
+) -> str | None:
+    value = data.get(name)
+    if value is None:
+        if required:
+            raise invalid_request(f"missing parameter: {name}")
+        return None
+    if not isinstance(value, str):
+        raise invalid_request(f"parameter {name!r} must be a string")
+    if required and value == "":
+        raise invalid_request(f"missing parameter: {name}")
+    if len(value) > max_len:
+        raise invalid_request(f"parameter {name!r} is too long")
+    if "\x00" in value:
+        raise invalid_request(f"parameter {name!r} contains a NUL character")
+    return value
+
+
+def client_credentials(
+    request: Request, form: dict[str, str]
+) -> tuple[str | None, str | None, bool]:
+    """(client_id, client_secret, used_basic) from HTTP Basic or the form (RFC 6749 §2.3.1)."""
+    header = request.headers.get("authorization")
+    if header and header[:6].lower() == "basic ":
+        if "client_secret" in form:
+            raise invalid_request("use one client authentication method, not two")
+        try:
+            decoded = base64.b64decode(header[6:].strip(), validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            raise OAuthError("invalid_client", "malformed Basic credentials", 401) from None
+        client_id, sep, secret = decoded.partition(":")
+        if not sep:
+            raise OAuthError("invalid_client", "malformed Basic credentials", 401)
+        form_id = form.get("client_id")
+        if form_id is not None and form_id != unquote(client_id):
+            raise invalid_request("client_id in the form differs from the Basic credentials")
+        return unquote(client_id), unquote(secret), True
+    return form.get("client_id") or None, form.get("client_secret") or None, False
+
+
+def client_ip(request: Request) -> str | None:
+    return request.client.host if request.client else None
+
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def guarded(handler: Handler) -> Handler:
+    """Turn the errors a route can meet into the documented answers — never a 500
+    for bad input, 503 + Retry-After when the database fails."""
+
+    async def endpoint(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except OAuthError as exc:
+            headers = None
+            if (
+                exc.status_code == 401
+                and request.headers.get("authorization", "")[:6].lower() == "basic "
+            ):
+                headers = {"WWW-Authenticate": 'Basic realm="freshtoken"'}
+            return error_response(exc, headers)
+        except RateLimited as exc:
+            metrics = getattr(request.app.state, "metrics", None)
+            if metrics is not None:
+                metrics.rate_limited.labels(exc.limit).inc()
+            return json_response(
+                {"error": "rate_limited", "error_description": f"too many requests ({exc.limit})"},
+                429,
+                {"Retry-After": str(exc.retry_after)},
+            )
+        except (OperationalError, InterfaceError, PoolTimeout) as exc:
+            log.error("database unavailable: %s", type(exc).__name__)
+            metrics = getattr(request.app.state, "metrics", None)
+            if metrics is not None:
+                metrics.db_unavailable.inc()
+            return json_response(
+                {
+                    "error": "temporarily_unavailable",
+                    "error_description": "the database is unavailable",
+                },
+                503,
+                {"Retry-After": "5"},
+            )
+
+    endpoint.__name__ = handler.__name__
+    endpoint.__doc__ = handler.__doc__
+    return endpoint

@@ -1,0 +1,286 @@
+"""Every SQL statement the service runs. Functions take an open connection so the
+service decides where each transaction begins and ends."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, Row, delete, func, insert, select, update
+
+from freshtoken.server.storage.tables import (
+    audit_events,
+    clients,
+    refresh_tokens,
+    sessions,
+    users,
+)
+
+
+@dataclass(frozen=True)
+class RefreshTokenRecord:
+    """A refresh token joined with its session: everything step 1 of DESIGN §3 checks."""
+
+    id: int
+    session_id: str
+    parent_id: int | None
+    expires_at: float
+    used_at: float | None
+    revoked_at: float | None
+    user_id: str
+    client_id: str
+    scope: str
+    absolute_expires_at: float
+    session_revoked_at: float | None
+
+
+# --- users --------------------------------------------------------------------
+
+
+def find_user_by_name(conn: Connection, username: str) -> Row[Any] | None:
+    return conn.execute(select(users).where(users.c.username == username)).first()
+
+
+def find_user(conn: Connection, user_id: str) -> Row[Any] | None:
+    return conn.execute(select(users).where(users.c.id == user_id)).first()
+
+
+def insert_user(
+    conn: Connection, *, user_id: str, username: str, password_hash: str, now: float
+) -> None:
+    conn.execute(
+        insert(users).values(
+            id=user_id,
+            username=username,
+            password_hash=password_hash,
+            disabled=False,
+            created_at=now,
+        )
+    )
+
+
+def set_password(conn: Connection, username: str, password_hash: str) -> bool:
+    res = conn.execute(
+        update(users).where(users.c.username == username).values(password_hash=password_hash)
+    )
+    return res.rowcount == 1
+
+
+def delete_user(conn: Connection, username: str) -> str | None:
+    row = find_user_by_name(conn, username)
+    if row is None:
+        return None
+    session_ids = select(sessions.c.id).where(sessions.c.user_id == row.id)
+    conn.execute(delete(refresh_tokens).where(refresh_tokens.c.session_id.in_(session_ids)))
+    conn.execute(delete(sessions).where(sessions.c.user_id == row.id))
+    conn.execute(delete(users).where(users.c.id == row.id))
+    return str(row.id)
+
+
+def list_users(conn: Connection) -> list[Row[Any]]:
+    return list(conn.execute(select(users).order_by(users.c.username)).all())
+
+
+# --- clients ------------------------------------------------------------------
+
+
+def find_client(conn: Connection, client_id: str) -> Row[Any] | None:
+    return conn.execute(select(clients).where(clients.c.client_id == client_id)).first()
+
+
+def insert_client(conn: Connection, **values: Any) -> None:
+    conn.execute(insert(clients).values(**values))
+
+
+def list_clients(conn: Connection) -> list[Row[Any]]:
+    return list(conn.execute(select(clients).order_by(clients.c.client_id)).all())
+
+
+# --- sessions and refresh tokens ----------------------------------------------
+
+
+def insert_session(conn: Connection, **values: Any) -> None:
+    conn.execute(insert(sessions).values(**values))
+
+
+def insert_refresh_token(
+    conn: Connection,
+    *,
+    token_hash: bytes,
+    session_id: str,
+    parent_id: int | None,
+    issued_at: float,
+    expires_at: float,
+) -> None:
+    conn.execute(
+        insert(refresh_tokens).values(
+            token_hash=token_hash,
+            session_id=session_id,
+            parent_id=parent_id,
+            issued_at=issued_at,
+            expires_at=expires_at,
+        )
+    )
+
+
+_RECORD_COLUMNS = (
+    refresh_tokens.c.id,
+    refresh_tokens.c.session_id,
+    refresh_tokens.c.parent_id,
+    refresh_tokens.c.expires_at,
+    refresh_tokens.c.used_at,
+    refresh_tokens.c.revoked_at,
+    sessions.c.user_id,
+    sessions.c.client_id,
+    sessions.c.scope,
+    sessions.c.absolute_expires_at,
+    sessions.c.revoked_at.label("session_revoked_at"),
+)
+_FIND_TOKEN = select(*_RECORD_COLUMNS).join_from(
+    refresh_tokens, sessions, refresh_tokens.c.session_id == sessions.c.id
+)
+
+
+def find_refresh_token(conn: Connection, token_hash: bytes) -> RefreshTokenRecord | None:
+    row = conn.execute(_FIND_TOKEN.where(refresh_tokens.c.token_hash == token_hash)).first()
+    return None if row is None else RefreshTokenRecord(*row)
+
+
+def claim_session(conn: Connection, session_id: str, now: float) -> bool:
+    """Touch the live session row. On PostgreSQL this takes the session's row lock,
+    which orders every refresh, revoke and logout of one session: a revoke that has
+    answered can never be followed by a child token its UPDATE did not see."""
+    res = conn.execute(
+        update(sessions)
+        .where(sessions.c.id == session_id, sessions.c.revoked_at.is_(None))
+        .values(last_refresh_at=now)
+    )
+    return res.rowcount == 1
+
+
+def mark_used(conn: Connection, token_id: int, now: float) -> bool:
+    """The rotation's only arbiter: exactly one caller flips used_at from NULL."""
+    res = conn.execute(
+        update(refresh_tokens)
+        .where(
+            refresh_tokens.c.id == token_id,
+            refresh_tokens.c.used_at.is_(None),
+            refresh_tokens.c.revoked_at.is_(None),
+        )
+        .values(used_at=now)
+    )
+    return res.rowcount == 1
+
+
+def used_at(conn: Connection, token_id: int) -> float | None:
+    value = conn.execute(
+        select(refresh_tokens.c.used_at).where(refresh_tokens.c.id == token_id)
+    ).scalar()
+    return None if value is None else float(value)
+
+
+def has_live_child(conn: Connection, token_id: int, now: float) -> bool:
+    """Is this token the direct parent of its session's live token?"""
+    row = conn.execute(
+        select(refresh_tokens.c.id).where(
+            refresh_tokens.c.parent_id == token_id,
+            refresh_tokens.c.used_at.is_(None),
+            refresh_tokens.c.revoked_at.is_(None),
+            refresh_tokens.c.expires_at > now,
+        )
+    ).first()
+    return row is not None
+
+
+def revoke_session(conn: Connection, session_id: str, now: float, reason: str) -> bool:
+    """Session row first, then its tokens: the same lock order as a refresh."""
+    res = conn.execute(
+        update(sessions)
+        .where(sessions.c.id == session_id, sessions.c.revoked_at.is_(None))
+        .values(revoked_at=now, revoked_reason=reason)
+    )
+    conn.execute(
+        update(refresh_tokens)
+        .where(refresh_tokens.c.session_id == session_id, refresh_tokens.c.revoked_at.is_(None))
+        .values(revoked_at=now)
+    )
+    return res.rowcount == 1
+
+
+def find_session(conn: Connection, session_id: str) -> Row[Any] | None:
+    return conn.execute(select(sessions).where(sessions.c.id == session_id)).first()
+
+
+def session_is_live(conn: Connection, session_id: str, now: float) -> bool:
+    row = conn.execute(
+        select(sessions.c.id).where(
+            sessions.c.id == session_id,
+            sessions.c.revoked_at.is_(None),
+            sessions.c.absolute_expires_at > now,
+        )
+    ).first()
+    return row is not None
+
+
+def list_sessions(
+    conn: Connection, *, username: str | None, include_ended: bool, now: float, limit: int
+) -> list[Row[Any]]:
+    query = (
+        select(
+            sessions,
+            users.c.username,
+        )
+        .join_from(sessions, users, sessions.c.user_id == users.c.id)
+        .order_by(sessions.c.created_at.desc())
+        .limit(limit)
+    )
+    if username is not None:
+        query = query.where(users.c.username == username)
+    if not include_ended:
+        query = query.where(sessions.c.revoked_at.is_(None), sessions.c.absolute_expires_at > now)
+    return list(conn.execute(query).all())
+
+
+def live_tokens(conn: Connection, session_id: str, now: float) -> list[Row[Any]]:
+    """Live refresh tokens of a session (there must never be more than one)."""
+    return list(
+        conn.execute(
+            select(refresh_tokens).where(
+                refresh_tokens.c.session_id == session_id,
+                refresh_tokens.c.used_at.is_(None),
+                refresh_tokens.c.revoked_at.is_(None),
+                refresh_tokens.c.expires_at > now,
+            )
+        ).all()
+    )
+
+
+# --- audit --------------------------------------------------------------------
+
+
+def insert_audit_event(conn: Connection, *, at: float, event: str, **fields: Any) -> None:
+    detail = fields.pop("detail", None)
+    conn.execute(
+        insert(audit_events).values(
+            at=at,
+            event=event,
+            detail=None if detail is None else json.dumps(detail, sort_keys=True),
+            **fields,
+        )
+    )
+
+
+def tail_audit_events(conn: Connection, limit: int, event: str | None = None) -> list[Row[Any]]:
+    query = select(audit_events).order_by(audit_events.c.id.desc()).limit(limit)
+    if event:
+        query = query.where(audit_events.c.event == event)
+    return list(reversed(conn.execute(query).all()))
+
+
+def count_audit_events(conn: Connection, event: str) -> int:
+    return int(
+        conn.execute(
+            select(func.count()).select_from(audit_events).where(audit_events.c.event == event)
+        ).scalar_one()
+    )
