@@ -13,6 +13,7 @@ import json
 import os
 import secrets
 import sys
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -114,23 +115,39 @@ def serve(
         os.environ["FRESHTOKEN_DEMO_MODE"] = "true"
         os.environ.setdefault("FRESHTOKEN_ACCESS_TOKEN_TTL", "15")
     os.environ.setdefault("FRESHTOKEN_ISSUER", f"http://{_display_host(host)}:{port}")
+    os.environ["FRESHTOKEN_CONFIGURE_LOGGING"] = "1"  # workers log audit lines to stderr
     try:
         settings = Settings()
         service = _service()  # migrate and create keys once, before workers start
+        first_user = None if demo else _first_user(service, settings)
         service.db.close()
     except typer.Exit:
         raise
     except Exception as exc:
         raise _fail(str(exc)) from None
     base = settings.issuer
-    out.print(f"[bold green]freshtoken[/] listening on [bold]{base}[/] ({workers} worker(s))")
-    out.print(f"  database   {_redact(settings.database_url)}")
-    out.print("  first user freshtoken users add alice   [dim](password from a prompt)[/]")
-    out.print(
-        f"  get a token curl -s {base}/oauth/token -d grant_type=password "
-        "-d client_id=default -d username=alice -d password=…"
-    )
-    out.print(f"  demo page  {base}/demo" + ("   [dim](log in as demo / demo)[/]" if demo else ""))
+    out.print(f"[bold green]freshtoken[/] on [bold]{base}[/] ({workers} worker(s))")
+    out.print(f"  database     {_redact(settings.database_url)}")
+    if demo:
+        out.print(f"  demo page    {base}/demo   [dim](log in as demo / demo)[/]")
+    if first_user is not None:
+        out.print(
+            f"  first user   [bold]admin[/], password in [bold]{first_user}[/] "
+            "(mode 0600; change it with `freshtoken users passwd admin`)"
+        )
+        out.print("  first token  in another terminal:")
+        out.print(
+            f"    curl -s {base}/oauth/token -d grant_type=password -d client_id=default "
+            f"-d username=admin --data-urlencode password@{first_user}",
+            soft_wrap=True,
+        )
+    else:
+        out.print(
+            f"  a token      curl -s {base}/oauth/token -d grant_type=password "
+            "-d client_id=default -d username=USER --data-urlencode password=…",
+            soft_wrap=True,
+        )
+    out.print(f"  discovery    {base}/.well-known/oauth-authorization-server")
     uvicorn.run(
         "freshtoken.server.app:create_app",
         factory=True,
@@ -141,7 +158,33 @@ def serve(
         access_log=False,
         proxy_headers=True,
         timeout_keep_alive=5,
+        # Caps the request head at 64 KiB (431) and its arrival at 10 s (408).
+        http="freshtoken.server.protocol:LimitedHttpToolsProtocol",
     )
+
+
+def _first_user(service: Any, settings: Any) -> str | None:
+    """On an empty database, create ``admin`` with a random password kept in a 0600
+    file beside the database (never printed, never logged), so the very first
+    token needs no setup."""
+    from freshtoken.server.storage import repository as repo
+
+    with service.db.transaction() as conn:
+        if repo.list_users(conn):
+            return None
+    url = settings.database_url
+    folder = (
+        Path(url[len("sqlite:///") :]).expanduser().parent
+        if url.startswith("sqlite:///")
+        else Path()
+    )
+    path = folder / "freshtoken-admin-password"
+    password = secrets.token_urlsafe(18)
+    service.create_user("admin", password)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(password)
+    return str(path)
 
 
 def _display_host(host: str) -> str:

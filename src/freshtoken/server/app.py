@@ -10,13 +10,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
+from starlette.exceptions import HTTPException
 from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -36,7 +40,7 @@ from freshtoken.server.tokens import SuccessorDeriver
 
 log = logging.getLogger("freshtoken.server")
 
-KEY_RELOAD_SECONDS = 10.0
+KEY_RELOAD_SECONDS = 10.0  # the default of FRESHTOKEN_KEY_RELOAD_SECONDS
 DEMO_USER = ("demo", "demo")
 
 
@@ -61,6 +65,8 @@ def build_service(settings: Settings, clock: Clock = SYSTEM_CLOCK) -> TokenServi
 def create_app(settings: Settings | None = None, *, clock: Clock = SYSTEM_CLOCK) -> Starlette:
     settings = settings or Settings()
     _validate(settings)
+    if os.environ.get("FRESHTOKEN_CONFIGURE_LOGGING") == "1":
+        _configure_logging(settings.log_level)
     service = build_service(settings, clock)
     service.bootstrap()
     limiter = RateLimiter(settings)
@@ -98,7 +104,12 @@ def create_app(settings: Settings | None = None, *, clock: Clock = SYSTEM_CLOCK)
                 max_age=600,
             )
         )
-    app = Starlette(routes=_routes(ctx), middleware=middleware, lifespan=lifespan)
+    app = Starlette(
+        routes=_routes(ctx),
+        middleware=middleware,
+        lifespan=lifespan,
+        exception_handlers={HTTPException: _http_error},
+    )
     app.state.ctx = ctx
     app.state.service = service
     app.state.metrics = ctx.metrics
@@ -128,6 +139,17 @@ def _routes(ctx: Context) -> list[BaseRoute]:
     ]
 
 
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """404/405 and friends in the one documented error shape (docs/http-api.md)."""
+    assert isinstance(exc, HTTPException)
+    codes = {404: "not_found", 405: "method_not_allowed"}
+    return JSONResponse(
+        {"error": codes.get(exc.status_code, "invalid_request"), "error_description": exc.detail},
+        status_code=exc.status_code,
+        headers=exc.headers,
+    )
+
+
 def _protected_api(ctx: Context) -> ASGIApp:
     from freshtoken.server.resource import protect
 
@@ -137,11 +159,22 @@ def _protected_api(ctx: Context) -> ASGIApp:
 async def _reload_keys_forever(ctx: Context) -> None:
     """Pick up keys rotated by the CLI or another replica."""
     while True:
-        await asyncio.sleep(KEY_RELOAD_SECONDS)
+        await asyncio.sleep(ctx.settings.key_reload_seconds)
         try:
             await ctx.db.run(ctx.service.reload_keys)
         except Exception as exc:  # keep the keys we have while the database is away
             log.warning("could not reload signing keys: %s", type(exc).__name__)
+
+
+def _configure_logging(level: str) -> None:
+    """One line per event on stderr (audit events are JSON), for `freshtoken serve`."""
+    logger = logging.getLogger("freshtoken")
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(level.upper())
+        logger.propagate = False
 
 
 def _validate(settings: Settings) -> None:

@@ -9,6 +9,7 @@ RFC 6749 §3.1; non-UTF-8 is a 400).
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import json
@@ -29,6 +30,9 @@ log = logging.getLogger("freshtoken.server")
 
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 MAX_FIELDS = 32
+# A body that has not fully arrived this long after the handler asked for it is
+# answered 408: a slow client holds a connection, never a worker, for at most this.
+BODY_TIMEOUT = 10.0
 
 
 class RequestTooLarge(OAuthError):
@@ -36,6 +40,13 @@ class RequestTooLarge(OAuthError):
 
     def __init__(self, limit: int) -> None:
         super().__init__("invalid_request", f"request body is larger than {limit} bytes")
+
+
+class BodyTimeout(OAuthError):
+    status_code = 408
+
+    def __init__(self) -> None:
+        super().__init__("invalid_request", "the request body was not received in time")
 
 
 class UnsupportedMediaType(OAuthError):
@@ -66,11 +77,15 @@ async def read_body(request: Request, limit: int) -> bytes:
             raise RequestTooLarge(limit)
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise RequestTooLarge(limit)
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout(BODY_TIMEOUT):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise RequestTooLarge(limit)
+                chunks.append(chunk)
+    except TimeoutError:
+        raise BodyTimeout() from None
     return b"".join(chunks)
 
 
@@ -106,6 +121,22 @@ async def read_form(request: Request, limit: int) -> dict[str, str]:
     return form
 
 
+class DuplicateKey(Exception):
+    def __init__(self, key: str) -> None:
+        self.key = key
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """JSON objects with a repeated key are refused, like repeated form parameters:
+    parsers disagree on which copy wins."""
+    obj: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in obj:
+            raise DuplicateKey(key)
+        obj[key] = value
+    return obj
+
+
 async def read_json_object(
     request: Request, limit: int, *, allow_empty: bool = False
 ) -> dict[str, Any]:
@@ -115,8 +146,11 @@ async def read_json_object(
     if _media_type(request) != "application/json":
         raise UnsupportedMediaType("application/json")
     try:
-        data = json.loads(body.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
+        data = json.loads(body.decode("utf-8"), object_pairs_hook=_no_duplicate_keys)
+    except DuplicateKey as exc:
+        raise invalid_request(f"parameter {exc.key[:64]!r} is repeated") from None
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        # RecursionError: a deeply nested body ("[[[[…") must be a 400, not a 500.
         raise invalid_request("the body is not valid JSON") from None
     if not isinstance(data, dict):
         raise invalid_request("the JSON body must be an object")
@@ -139,6 +173,11 @@ def string_field(
         raise invalid_request(f"parameter {name!r} is too long")
     if "\x00" in value:
         raise invalid_request(f"parameter {name!r} contains a NUL character")
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate from a JSON "\ud800" escape
+            raise invalid_request(f"parameter {name!r} is not valid Unicode") from None
     return value
 
 
@@ -154,13 +193,15 @@ def client_credentials(
             decoded = base64.b64decode(header[6:].strip(), validate=True).decode("utf-8")
         except (binascii.Error, UnicodeDecodeError):
             raise OAuthError("invalid_client", "malformed Basic credentials", 401) from None
-        client_id, sep, secret = decoded.partition(":")
-        if not sep:
+        raw_id, sep, raw_secret = decoded.partition(":")
+        client_id, secret = unquote(raw_id), unquote(raw_secret)
+        # NUL never reaches the database (PostgreSQL refuses it in text: a 500).
+        if not sep or "\x00" in client_id or "\x00" in secret:
             raise OAuthError("invalid_client", "malformed Basic credentials", 401)
         form_id = form.get("client_id")
-        if form_id is not None and form_id != unquote(client_id):
+        if form_id is not None and form_id != client_id:
             raise invalid_request("client_id in the form differs from the Basic credentials")
-        return unquote(client_id), unquote(secret), True
+        return client_id, secret, True
     return form.get("client_id") or None, form.get("client_secret") or None, False
 
 
@@ -185,6 +226,9 @@ def guarded(handler: Handler) -> Handler:
                 and request.headers.get("authorization", "")[:6].lower() == "basic "
             ):
                 headers = {"WWW-Authenticate": 'Basic realm="freshtoken"'}
+            if exc.status_code in (408, 413):
+                # The rest of the body is still on the wire: do not keep reading it.
+                headers = {"Connection": "close"}
             return error_response(exc, headers)
         except RateLimited as exc:
             metrics = getattr(request.app.state, "metrics", None)

@@ -160,14 +160,21 @@ class KeyRing:
         )
         return SigningKey(kid, alg, private_key, jwk, now, None, None)
 
-    def rotate(self, conn: Connection, alg: str, now: float, keep_for: float) -> SigningKey:
-        """New key signs from now on; the old ones stay published for ``keep_for`` s."""
+    def rotate(
+        self, conn: Connection, alg: str, now: float, keep_for: float, activate_in: float = 0.0
+    ) -> SigningKey:
+        """A new key, published at once but signing only ``activate_in`` seconds from now,
+        so verifiers that cache the JWKS (and throttle refetches) already know it when
+        the first token signed with it arrives. The old keys sign until then and stay
+        published for ``keep_for`` seconds more. ``created_at`` is when a key starts
+        signing."""
+        switch_at = now + activate_in
         conn.execute(
             update(signing_keys)
             .where(signing_keys.c.retired_at.is_(None))
-            .values(retired_at=now, expires_at=now + keep_for)
+            .values(retired_at=switch_at, expires_at=switch_at + keep_for)
         )
-        return self.create_key(conn, alg, now)
+        return self.create_key(conn, alg, switch_at)
 
     def ensure_key(self, conn: Connection, alg: str, now: float) -> None:
         """Create the first key on a fresh database, or a new one when the configured
@@ -203,8 +210,18 @@ class KeyRing:
         with self._lock:
             self._keys = keys
 
-    def current(self) -> SigningKey:
-        live = [k for k in self._keys if k.retired_at is None]
+    def current(self, now: float | None = None) -> SigningKey:
+        """The key that signs at ``now`` (without ``now``: the newest, even if it is
+        still waiting for its activation time)."""
+        live = []
+        if now is not None:
+            live = [
+                k
+                for k in self._keys
+                if k.created_at <= now and (k.retired_at is None or k.retired_at > now)
+            ]
+        if not live:
+            live = [k for k in self._keys if k.retired_at is None]
         if not live:
             raise ConfigurationError("no active signing key: run `freshtoken keys rotate`")
         return max(live, key=lambda k: k.created_at)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
@@ -46,6 +47,8 @@ log = logging.getLogger("freshtoken.server")
 
 DEFAULT_CLIENT_ID = "default"
 DEFAULT_CLIENT_SCOPE = "openid profile read write"
+# How long a client row may be served from memory on the refresh path.
+CLIENT_CACHE_SECONDS = 5.0
 ALL_GRANTS = frozenset({"password", "refresh_token", "client_credentials"})
 
 
@@ -88,7 +91,8 @@ class IssuedTokens:
 
 
 def parse_scope(value: str | None) -> frozenset[str] | None:
-    if value is None:
+    """``None`` (or an empty ``scope=``) means "what the grant allows"."""
+    if value is None or not value.strip():
         return None
     return frozenset(value.split())
 
@@ -120,6 +124,9 @@ class TokenService:
         self.session_limiter = session_limiter
         self.stats: Counter[str] = Counter()
         self._jwt = make_jws()
+        # client_id -> (monotonic deadline, row): the refresh hot path reads clients
+        # from here instead of the database (CLIENT_CACHE_SECONDS; create_client clears it).
+        self._clients: dict[str, tuple[float, Any]] = {}
 
     # --- setup --------------------------------------------------------------------
 
@@ -153,7 +160,7 @@ class TokenService:
     ) -> ClientInfo:
         if not client_id:
             raise invalid_client("client_id is required")
-        row = repo.find_client(conn, client_id)
+        row = self._cached_client(client_id) if conn is None else repo.find_client(conn, client_id)
         if row is None:
             # Same work as a wrong secret, so ids cannot be probed by timing.
             verify_client_secret(hash_client_secret("x"), client_secret or "")
@@ -170,6 +177,19 @@ class TokenService:
             scope=frozenset(row.scope.split()),
             first_party=bool(row.first_party),
         )
+
+    def _cached_client(self, client_id: str) -> Any:
+        """The client's row, at most CLIENT_CACHE_SECONDS old (unknown ids are not cached)."""
+        hit = self._clients.get(client_id)
+        if hit is not None and hit[0] > time.monotonic():
+            return hit[1]
+        with self.db.transaction() as conn:
+            row = repo.find_client(conn, client_id)
+        if row is not None:
+            if len(self._clients) >= 1024:
+                self._clients.clear()
+            self._clients[client_id] = (time.monotonic() + CLIENT_CACHE_SECONDS, row)
+        return row
 
     @staticmethod
     def _require_grant(client: ClientInfo, grant_type: str) -> None:
@@ -191,7 +211,7 @@ class TokenService:
     def issue_access_token(
         self, *, sub: str, client_id: str, scope: str, sid: str | None, now: float
     ) -> str:
-        key = self.keyring.current()
+        key = self.keyring.current(now)
         iat = int(now)
         claims: dict[str, Any] = {
             "iss": self.settings.issuer,
@@ -330,10 +350,26 @@ class TokenService:
         now = self.clock.now()
         requested = parse_scope(scope)
         reuse: repo.RefreshTokenRecord | None = None
-        with self.db.transaction() as conn:
-            client = self._authenticate_client(conn, client_id, client_secret)
-            self._require_grant(client, "refresh_token")
-            record = repo.find_refresh_token(conn, hash_refresh_token(refresh_token))
+        client = self._authenticate_client(None, client_id, client_secret)
+        self._require_grant(client, "refresh_token")
+        successor = self.deriver.derive(refresh_token)
+        # One transaction. repository.rotate_refresh_token runs step 1's lookup, the
+        # session claim, the conditional UPDATE (the only arbiter) and, if it won, the
+        # child and audit rows, as one statement on PostgreSQL; any refusal below
+        # raises inside the transaction and rolls all of it back.
+        with self.db.raw_transaction() as (conn, cursor):
+            rotation = repo.rotate_refresh_token(
+                cursor,
+                postgresql=not self.db.is_sqlite,
+                token_hash=hash_refresh_token(refresh_token),
+                client_id=client.client_id,
+                child_hash=hash_refresh_token(successor),
+                now=now,
+                idle_ttl=self.settings.refresh_idle_ttl,
+                event=audit.REFRESH_ROTATED,
+                ip=ip,
+            )
+            record = rotation.record
             self._check_presented(record, client, now)
             assert record is not None
             granted = self._grant_scope(frozenset(record.scope.split()), requested)
@@ -341,23 +377,12 @@ class TokenService:
                 retry_after = self.session_limiter(record.session_id)
                 if retry_after is not None:
                     raise RateLimited(retry_after, "refresh per session")
-            if not repo.claim_session(conn, record.session_id, now):
+            if not rotation.claimed:
                 raise invalid_grant("session has been revoked")
-            successor = self.deriver.derive(refresh_token)
-            if repo.mark_used(conn, record.id, now):
+            if rotation.won:
                 outcome = "refresh_rotated"
-                repo.insert_refresh_token(
-                    conn,
-                    token_hash=hash_refresh_token(successor),
-                    session_id=record.session_id,
-                    parent_id=record.id,
-                    issued_at=now,
-                    expires_at=min(
-                        now + self.settings.refresh_idle_ttl, record.absolute_expires_at
-                    ),
-                )
-                audit.record(
-                    conn,
+                audit.record(  # the row is written; this is the log line
+                    None,
                     now,
                     audit.REFRESH_ROTATED,
                     user_id=record.user_id,
@@ -452,7 +477,7 @@ class TokenService:
                 raise unauthorized_client("client_credentials needs a confidential client")
             self._require_grant(client, "client_credentials")
             granted = self._grant_scope(client.scope, parse_scope(scope))
-        audit.record(None, now, audit.CLIENT_CREDENTIALS, client_id=client.client_id, ip=ip)
+            audit.record(conn, now, audit.CLIENT_CREDENTIALS, client_id=client.client_id, ip=ip)
         self.stats["client_credentials"] += 1
         scope_text = format_scope(granted)
         return IssuedTokens(
@@ -642,6 +667,7 @@ class TokenService:
                 first_party=first_party,
                 created_at=self.clock.now(),
             )
+        self._clients.pop(client_id, None)
 
     def rotate_signing_key(self, alg: str | None = None) -> str:
         now = self.clock.now()
@@ -649,7 +675,13 @@ class TokenService:
             self.settings.key_retire_grace, self.settings.access_token_ttl + self.settings.leeway
         )
         with self.db.transaction() as conn:
-            key = self.keyring.rotate(conn, alg or self.settings.signing_alg, now, keep_for)
+            key = self.keyring.rotate(
+                conn,
+                alg or self.settings.signing_alg,
+                now,
+                keep_for,
+                activate_in=self.settings.key_activation_delay,
+            )
             audit.record(conn, now, audit.KEY_ROTATED, detail={"kid": key.kid, "alg": key.alg})
             self.keyring.reload(conn)
         return key.kid

@@ -25,6 +25,8 @@ class Settings(BaseSettings):
     signing_alg: SigningAlg = "ES256"
     # Retired keys stay in the JWKS this long after they stop signing (>= access_token_ttl).
     key_retire_grace: int = Field(3600, ge=0)
+    # A rotated-in key is published this long before it signs (verifiers' JWKS caches).
+    key_activation_delay: float = Field(20.0, ge=0, le=3600)
     leeway: int = Field(30, ge=0, le=600)
     secret_key: str | None = None
     secret_key_file: str | None = None
@@ -41,6 +43,8 @@ class Settings(BaseSettings):
     cookie_secure: bool = True
     max_body_bytes: int = Field(16 * 1024, ge=1024, le=1024 * 1024)
     db_pool_size: int = Field(8, ge=1, le=256)
+    # How often each server re-reads the signing keys (rotations by the CLI or a replica).
+    key_reload_seconds: float = Field(10.0, gt=0, le=3600)
 
     password_time_cost: int = Field(2, ge=1)
     password_memory_kib: int = Field(19 * 1024, ge=8 * 1024)

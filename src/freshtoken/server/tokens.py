@@ -10,7 +10,7 @@ import secrets
 
 REFRESH_TOKEN_PREFIX = "ftr_"
 # prefix + 43 base64url characters = 256 bits. Secret scanners can match this.
-REFRESH_TOKEN_PATTERN = re.compile(r"^ftr_[A-Za-z0-9_-]{43}$")
+REFRESH_TOKEN_PATTERN = re.compile(r"ftr_[A-Za-z0-9_-]{43}")
 
 
 def new_refresh_token() -> str:
@@ -20,7 +20,7 @@ def new_refresh_token() -> str:
 
 def looks_like_refresh_token(value: str) -> bool:
     """Cheap shape check so garbage never reaches the database."""
-    return bool(REFRESH_TOKEN_PATTERN.match(value))
+    return bool(REFRESH_TOKEN_PATTERN.fullmatch(value))
 
 
 def hash_refresh_token(token: str) -> bytes:

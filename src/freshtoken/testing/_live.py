@@ -79,7 +79,12 @@ class LiveServer:
         self.app = create_app(self.settings, clock=self.clock)
         asgi = self._app_wrapper(self.app) if self._app_wrapper else self.app
         config = uvicorn.Config(
-            asgi, log_level="warning", lifespan="on", access_log=False, timeout_keep_alive=30
+            asgi,
+            log_level="warning",
+            lifespan="on",
+            access_log=False,
+            timeout_keep_alive=30,
+            http="freshtoken.server.protocol:LimitedHttpToolsProtocol",
         )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(

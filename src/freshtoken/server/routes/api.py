@@ -9,7 +9,7 @@ from starlette.responses import JSONResponse, Response
 
 
 async def me(request: Request) -> Response:
-    claims: dict[str, Any] = request.scope["freshtoken.claims"]
+    claims: dict[str, Any] = dict(request.scope["freshtoken.claims"].raw)
     return JSONResponse(
         {
             "sub": claims.get("sub"),

@@ -137,6 +137,8 @@ async def refresh(request: Request) -> Response:
         )
     except OAuthError as exc:
         ctx.metrics.token_requests.labels("auth_refresh", exc.error).inc()
+        if exc.error == "invalid_grant" and "already used" in exc.description:
+            ctx.metrics.reuse_detected.inc()  # as /oauth/token does
         if exc.error != "invalid_grant" or not use_cookie:
             raise
         response = json_response({"error": exc.error, "error_description": exc.description}, 400)

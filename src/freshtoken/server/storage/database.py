@@ -99,6 +99,23 @@ class Database:
         with self.engine.begin() as conn:
             yield conn
 
+    @contextlib.contextmanager
+    def raw_transaction(self) -> Iterator[tuple[Connection, Any]]:
+        """:meth:`transaction` plus a DB-API cursor on the same connection, for the
+        refresh hot path: hand-written SQL runs without statement construction,
+        cache-key generation or result wrapping (most of the Python cost of a
+        Core statement). Driver errors come out as SQLAlchemy's, so the 503 mapping
+        and the retry in :meth:`call` see one exception hierarchy."""
+        dbapi_error: type[Exception] = self.engine.dialect.loaded_dbapi.Error
+        with self.engine.begin() as conn:
+            cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+            try:
+                yield conn, cursor
+            except dbapi_error as exc:
+                raise DBAPIError.instance(None, None, exc, dbapi_error) from exc
+            finally:
+                cursor.close()
+
     def call(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run ``fn`` here and now (sync callers: the CLI, tests), retrying PostgreSQL
         serialization failures and deadlocks a few times."""

@@ -193,6 +193,141 @@ def has_live_child(conn: Connection, token_id: int, now: float) -> bool:
     return row is not None
 
 
+# --- the refresh hot path -----------------------------------------------------
+#
+# find_refresh_token → claim_session → mark_used → insert_refresh_token → audit row,
+# as hand-written SQL on a DB-API cursor (Database.raw_transaction): on PostgreSQL
+# one statement (one round trip), on SQLite five plain statements under BEGIN
+# IMMEDIATE. Same semantics as the Core functions above: the step-1 checks gate the
+# writes, the session row is claimed (locked) before the token row, and the
+# conditional UPDATE of used_at is the only arbiter.
+
+
+@dataclass(frozen=True)
+class Rotation:
+    record: RefreshTokenRecord | None  # None: unknown token
+    claimed: bool  # the session was live and its row is now ours (locked on PostgreSQL)
+    won: bool  # this call flipped used_at and inserted the child and the audit row
+
+
+_PG_ROTATE = """
+WITH tok AS (
+    SELECT t.id, t.session_id, t.parent_id, t.expires_at, t.used_at, t.revoked_at,
+           s.user_id, s.client_id, s.scope, s.absolute_expires_at,
+           s.revoked_at AS session_revoked_at
+    FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id
+    WHERE t.token_hash = %(token_hash)s
+), ok AS (
+    SELECT * FROM tok
+    WHERE client_id = %(client_id)s AND revoked_at IS NULL AND session_revoked_at IS NULL
+      AND %(now)s < absolute_expires_at AND %(now)s < expires_at
+), claim AS (
+    UPDATE sessions SET last_refresh_at = %(now)s
+    WHERE id = (SELECT session_id FROM ok) AND revoked_at IS NULL
+    RETURNING id
+), used AS (
+    UPDATE refresh_tokens SET used_at = %(now)s
+    WHERE id = (SELECT id FROM ok) AND used_at IS NULL AND revoked_at IS NULL
+      AND EXISTS (SELECT 1 FROM claim)
+    RETURNING id
+), child AS (
+    INSERT INTO refresh_tokens (token_hash, session_id, parent_id, issued_at, expires_at)
+    SELECT %(child_hash)s, ok.session_id, ok.id, %(now)s,
+           LEAST(%(now)s + %(idle_ttl)s, ok.absolute_expires_at)
+    FROM ok JOIN used ON used.id = ok.id
+    RETURNING id
+), audit AS (
+    INSERT INTO audit_events (at, event, user_id, client_id, session_id, ip)
+    SELECT %(now)s, %(event)s, ok.user_id, ok.client_id, ok.session_id, %(ip)s
+    FROM ok JOIN child ON TRUE
+)
+SELECT tok.*, (SELECT count(*) FROM claim) AS claimed, (SELECT count(*) FROM child) AS won
+FROM tok
+"""
+# (In a data-modifying WITH every sub-statement sees the same snapshot; the order
+# comes from the data flow: `used` cannot lock its row before `claim` has returned
+# the session row, so the lock order is session → token, as in revoke_session.)
+
+_SQLITE_FIND = (
+    "SELECT t.id, t.session_id, t.parent_id, t.expires_at, t.used_at, t.revoked_at, "
+    "s.user_id, s.client_id, s.scope, s.absolute_expires_at, s.revoked_at "
+    "FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id WHERE t.token_hash = ?"
+)
+_SQLITE_CLAIM = "UPDATE sessions SET last_refresh_at = ? WHERE id = ? AND revoked_at IS NULL"
+_SQLITE_MARK = (
+    "UPDATE refresh_tokens SET used_at = ? WHERE id = ? AND used_at IS NULL AND revoked_at IS NULL"
+)
+_SQLITE_CHILD = (
+    "INSERT INTO refresh_tokens (token_hash, session_id, parent_id, issued_at, expires_at) "
+    "VALUES (?, ?, ?, ?, ?)"
+)
+_SQLITE_AUDIT = (
+    "INSERT INTO audit_events (at, event, user_id, client_id, session_id, ip) "
+    "VALUES (?, ?, ?, ?, ?, ?)"
+)
+
+
+def presentable(record: RefreshTokenRecord, client_id: str, now: float) -> bool:
+    """Step 1 of DESIGN §3 passed (the service words the refusal)."""
+    return (
+        record.client_id == client_id
+        and record.revoked_at is None
+        and record.session_revoked_at is None
+        and now < record.absolute_expires_at
+        and now < record.expires_at
+    )
+
+
+def rotate_refresh_token(
+    cursor: Any,
+    *,
+    postgresql: bool,
+    token_hash: bytes,
+    client_id: str,
+    child_hash: bytes,
+    now: float,
+    idle_ttl: float,
+    event: str,
+    ip: str | None,
+) -> Rotation:
+    """Steps 1-2 of DESIGN §3 in one go. The caller inspects the result inside the
+    same transaction and raises (rolling everything back) on any refusal."""
+    if postgresql:
+        cursor.execute(
+            _PG_ROTATE,
+            {
+                "token_hash": token_hash,
+                "client_id": client_id,
+                "now": float(now),
+                "child_hash": child_hash,
+                "idle_ttl": float(idle_ttl),
+                "event": event,
+                "ip": ip,
+            },
+        )
+        row = cursor.fetchone()
+        if row is None:
+            return Rotation(None, False, False)
+        return Rotation(RefreshTokenRecord(*row[:11]), row[11] == 1, row[12] == 1)
+    row = cursor.execute(_SQLITE_FIND, (token_hash,)).fetchone()
+    if row is None:
+        return Rotation(None, False, False)
+    record = RefreshTokenRecord(*row)
+    if not presentable(record, client_id, now):
+        return Rotation(record, False, False)
+    if cursor.execute(_SQLITE_CLAIM, (now, record.session_id)).rowcount != 1:
+        return Rotation(record, False, False)
+    if cursor.execute(_SQLITE_MARK, (now, record.id)).rowcount != 1:
+        return Rotation(record, True, False)
+    expires_at = min(now + idle_ttl, record.absolute_expires_at)
+    cursor.execute(_SQLITE_CHILD, (child_hash, record.session_id, record.id, now, expires_at))
+    cursor.execute(
+        _SQLITE_AUDIT,
+        (now, event, record.user_id, record.client_id, record.session_id, ip),
+    )
+    return Rotation(record, True, True)
+
+
 def revoke_session(conn: Connection, session_id: str, now: float, reason: str) -> bool:
     """Session row first, then its tokens: the same lock order as a refresh."""
     res = conn.execute(

@@ -1,0 +1,1 @@
+"""freshtoken benchmarks: `python -m bench all` (see bench/__main__.py)."""
