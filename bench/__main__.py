@@ -280,13 +280,13 @@ def write_results(
         "",
     ]
     if refresh_res:
-        lines += refresh_section(refresh_res) + [""]
+        lines += [*refresh_section(refresh_res), ""]
         if refresh_res["rows"]:
-            lines += anchors_section(refresh_res, vcpus) + [""]
+            lines += [*anchors_section(refresh_res, vcpus), ""]
     if login_res:
-        lines += login_section(login_res) + [""]
+        lines += [*login_section(login_res), ""]
     for name, code, output in scripts:
-        lines += script_section(name, code, output) + [""]
+        lines += [*script_section(name, code, output), ""]
     path.write_text("\n".join(lines))
 
 

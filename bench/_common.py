@@ -150,9 +150,7 @@ def seed_sessions(database_url: str, count: int, *, with_user: bool = True) -> l
     from freshtoken.server.storage import repository as repo
     from freshtoken.server.tokens import hash_refresh_token, new_refresh_token
 
-    settings = Settings(
-        database_url=database_url, secret_key=BENCH_SECRET, ratelimit_enabled=False
-    )
+    settings = Settings(database_url=database_url, secret_key=BENCH_SECRET, ratelimit_enabled=False)
     service = build_service(settings)
     try:
         service.bootstrap()
@@ -253,7 +251,9 @@ class Server:
                 return self
             time.sleep(0.1)
         self.stop()
-        raise RuntimeError(f"{self.stack} did not answer within {timeout:.0f} s:\n{self.log_tail()}")
+        raise RuntimeError(
+            f"{self.stack} did not answer within {timeout:.0f} s:\n{self.log_tail()}"
+        )
 
     def _healthy(self) -> bool:
         try:

@@ -29,7 +29,6 @@ from typing import Any
 
 from bench._common import (
     BENCH_DIR,
-    LoadResult,
     Server,
     database,
     postgres_available,

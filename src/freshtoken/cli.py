@@ -114,6 +114,8 @@ def serve(
     if demo:
         os.environ["FRESHTOKEN_DEMO_MODE"] = "true"
         os.environ.setdefault("FRESHTOKEN_ACCESS_TOKEN_TTL", "15")
+        # Small leeway so the demo's 401 → refresh → retry path shows within seconds.
+        os.environ.setdefault("FRESHTOKEN_LEEWAY", "1")
     os.environ.setdefault("FRESHTOKEN_ISSUER", f"http://{_display_host(host)}:{port}")
     os.environ["FRESHTOKEN_CONFIGURE_LOGGING"] = "1"  # workers log audit lines to stderr
     try:
@@ -319,7 +321,14 @@ def keys_rotate(
 ) -> None:
     """New signing key; the old one stays published until its tokens have expired."""
     kid = _run(_service().rotate_signing_key, alg)
-    out.print(f"new signing key [bold]{kid}[/]; servers pick it up within 10 seconds")
+    from freshtoken.server.settings import Settings
+
+    settings = Settings()
+    out.print(
+        f"new signing key [bold]{kid}[/]: published by every server within "
+        f"{settings.key_reload_seconds:g} s, signing from "
+        f"{settings.key_activation_delay:g} s from now"
+    )
 
 
 @keys_app.command("list")

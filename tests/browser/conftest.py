@@ -265,8 +265,18 @@ def app(make_server: Callable[..., LiveServer], other_origin: StaticSite, contex
     return App(srv, other_origin, context, faults)
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def axios_available() -> None:
+    """axios comes from the npm registry, pinned by package-lock.json: installed here
+    on first use, so the README's one test command is enough."""
+    if not AXIOS.exists() and shutil.which("npm"):
+        import subprocess
+
+        subprocess.run(
+            ["npm", "ci", "--prefix", str(HERE), "--no-audit", "--no-fund", "--loglevel=error"],
+            check=False,
+            timeout=300,
+        )
     if not AXIOS.exists():
         _unavailable("axios is not installed: run `npm ci --prefix tests/browser`")
 

@@ -246,12 +246,6 @@ def test_replaying_an_old_refresh_token_ends_the_session(demo: Demo, artifacts: 
         "() => window.__freshtoken_events.some(e => e.type === 'demo:replay')", polling=50
     )
     replay = demo.events(page, "demo:replay")
-    if replay[0]["status"] == 400 and "no refresh token cookie" in replay[0].get(
-        "error_description", ""
-    ):
-        # The server's attacker route does not receive the refresh cookie (Path=/auth):
-        # it must live under /auth (POST /auth/demo/replay-old-token), which demo.js tries first.
-        pytest.xfail("server: the demo replay route is outside the cookie's Path=/auth")
     assert replay[0]["status"] == 200, dump(replay)
     page.wait_for_function("() => document.body.dataset.state === 'signed-out'", polling=50)
     assert replay[0]["reuse_detected"] is True

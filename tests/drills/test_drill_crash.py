@@ -10,9 +10,7 @@ from drills import crash
 
 @pytest.mark.slow
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
-def test_crash_under_refresh_load_loses_nothing(
-    backend: str, request: pytest.FixtureRequest
-) -> None:
+def test_crash_loses_nothing(backend: str, request: pytest.FixtureRequest) -> None:
     if backend == "postgresql":
         request.getfixturevalue("postgres_admin_url")  # skip (or fail in CI) without PostgreSQL
     figures = crash.run(backend, clients=4, duration=9.0, kills=2, seed=7)

@@ -7,6 +7,7 @@ uses its own users and sessions, so tests do not depend on each other.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import signal
@@ -74,10 +75,8 @@ class ServerProcess:
         except subprocess.TimeoutExpired:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(timeout=5)
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
 
 @dataclass
@@ -124,9 +123,17 @@ class Cluster:
         with os.fdopen(fd, "wb") as log:
             proc = subprocess.Popen(
                 [
-                    sys.executable, "-m", "freshtoken.cli", "serve", "--host", "127.0.0.1",
-                    "--port", str(port), "--workers", str(workers),
-                ],  # fmt: skip
+                    sys.executable,
+                    "-m",
+                    "freshtoken.cli",
+                    "serve",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(port),
+                    "--workers",
+                    str(workers),
+                ],
                 env=env,
                 cwd=str(ROOT),
                 stdout=log,
@@ -213,6 +220,8 @@ def cluster(shared_postgres: str, shared_redis: str) -> Iterator[Cluster]:
             "FRESHTOKEN_RATELIMIT_STORAGE_URL": shared_redis,
             "FRESHTOKEN_RATELIMIT_LOGIN_PER_USERNAME": f"{LOGIN_LIMIT_PER_USERNAME}/minute",
             "FRESHTOKEN_KEY_RELOAD_SECONDS": "0.5",
+            # A rotated key is published at once and signs this long after (default 20 s).
+            "FRESHTOKEN_KEY_ACTIVATION_DELAY": "2",
             "FRESHTOKEN_LOG_LEVEL": "WARNING",
             "FRESHTOKEN_DB_POOL_SIZE": "4",
             "PYTHONPATH": os.pathsep.join(

@@ -176,11 +176,24 @@ def test_key_rotated_with_the_cli_is_served_and_accepted_by_every_server(cluster
     new_kid = match.group(1)
     assert new_kid not in old_kids
 
+    # Published everywhere before it signs (verifiers that cache the JWKS know it first).
+    deadline = time.monotonic() + 10
+    unpublished = [a, b]
+    while unpublished and time.monotonic() < deadline:
+        unpublished = [
+            s
+            for s in unpublished
+            if new_kid
+            not in {k["kid"] for k in httpx.get(s.url + "/.well-known/jwks.json").json()["keys"]}
+        ]
+        time.sleep(0.1)
+    assert not unpublished, "the new key is not in every server's JWKS"
+
     cluster.service.create_user("keyuser", "keyuser-password")
     token = cluster.service.login(username="keyuser", password="keyuser-password").refresh_token
     assert token
     signed_by: dict[str, str] = {}
-    deadline = time.monotonic() + 20  # servers reload keys every 0.5 s here
+    deadline = time.monotonic() + 20  # reload every 0.5 s, activation after 2 s
     streak = 0
     seen: list[tuple[str, bool, str]] = []
     while time.monotonic() < deadline and streak < 6:

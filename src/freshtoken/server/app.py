@@ -16,8 +16,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from starlette.applications import Starlette
-from starlette.middleware import Middleware
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -134,7 +134,8 @@ def _routes(ctx: Context) -> list[BaseRoute]:
         Route("/healthz", ops.healthz, methods=["GET"]),
         Route("/readyz", ops.readyz, methods=["GET"]),
         Route("/demo", demo.demo_page, methods=["GET"]),
-        Route("/demo/replay-old-token", demo.replay_old_token, methods=["POST"]),
+        # Under /auth because that is the refresh cookie's Path.
+        Route("/auth/demo/replay-old-token", demo.replay_old_token, methods=["POST"]),
         Mount("/static", app=StaticFiles(directory=demo.STATIC_DIR, check_dir=False)),
     ]
 

@@ -27,6 +27,7 @@ from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 from sqlalchemy import Connection, insert, select, update
 
 from freshtoken.errors import ConfigurationError
+from freshtoken.server.jws import JwtSigner
 from freshtoken.server.storage.tables import signing_keys
 
 log = logging.getLogger("freshtoken.server")
@@ -124,6 +125,7 @@ class KeyRing:
     def __init__(self, secret: bytes) -> None:
         self._aead = AESGCM(subkey(secret, "freshtoken signing-key encryption"))
         self._keys: list[SigningKey] = []
+        self._signers: dict[str, JwtSigner] = {}
         self._lock = threading.Lock()
 
     # encryption at rest
@@ -203,6 +205,13 @@ class KeyRing:
                 )
             )
         return keys
+
+    def signer(self, key: SigningKey) -> JwtSigner:
+        """The (cached) lean encoder for ``key``."""
+        signer = self._signers.get(key.kid)
+        if signer is None:
+            signer = self._signers[key.kid] = JwtSigner(key.private_key, key.alg, key.kid)
+        return signer
 
     def reload(self, conn: Connection) -> None:
         """Re-read the key set (every replica does this periodically)."""

@@ -225,9 +225,7 @@ class TokenService:
         }
         if sid is not None:
             claims["sid"] = sid
-        return self._jwt.encode(
-            claims, key.private_key, algorithm=key.alg, headers={"typ": "at+jwt", "kid": key.kid}
-        )
+        return self.keyring.signer(key).encode(claims)
 
     def decode_access_token(self, token: str) -> dict[str, Any] | None:
         """Claims of a token this server issued and that is still valid, else None."""

@@ -268,8 +268,17 @@ export function createClient(options = {}) {
       if (response.ok) {
         const body = await readJson(response);
         if (typeof body.access_token !== "string") {
-          lastError = { transient: true, message: "refresh answer without access_token", status: response.status };
-          emit("refresh-failure", { transient: true, status: response.status, error: "bad_response", attempt });
+          lastError = {
+            transient: true,
+            message: "refresh answer without access_token",
+            status: response.status,
+          };
+          emit("refresh-failure", {
+            transient: true,
+            status: response.status,
+            error: "bad_response",
+            attempt,
+          });
           continue;
         }
         return body;
@@ -284,8 +293,12 @@ export function createClient(options = {}) {
           code: "session_expired",
         });
       }
-      lastError = { transient: true, message: `refresh failed: HTTP ${response.status}`, status: response.status,
-        retryAfter: retryAfterMs(response) };
+      lastError = {
+        transient: true,
+        message: `refresh failed: HTTP ${response.status}`,
+        status: response.status,
+        retryAfter: retryAfterMs(response),
+      };
     }
     throw new RefreshFailedError(lastError ? lastError.message : "refresh failed", {
       status: (lastError && lastError.status) || 0,
@@ -353,7 +366,8 @@ export function createClient(options = {}) {
     };
     inflight = run()
       .catch((err) => {
-        if (err instanceof SessionExpiredError) endSession("invalid_grant", { error: err.message }, { notify });
+        if (err instanceof SessionExpiredError)
+          endSession("invalid_grant", { error: err.message }, { notify });
         throw err;
       })
       .finally(() => {
@@ -407,7 +421,12 @@ export function createClient(options = {}) {
     emit("response", { id, method, path, status: response.status, attempt: 1 });
     if (response.status !== 401) return response;
 
-    emit("unauthorized", { id, method, path, wwwAuthenticate: response.headers.get("WWW-Authenticate") || "" });
+    emit("unauthorized", {
+      id,
+      method,
+      path,
+      wwwAuthenticate: response.headers.get("WWW-Authenticate") || "",
+    });
     const fresh = await refresh(token, "401");
     emit("retry", { id, method, path });
     response = await fetchImpl(withToken(retryCopy, fresh));
@@ -441,14 +460,19 @@ export function createClient(options = {}) {
       response = await authPost(loginPath, payload);
     } catch (err) {
       emit("login-failure", { status: 0, error: "network_error" });
-      throw new LoginFailedError(`network error: ${err && err.message}`, { code: "network_error", cause: err });
+      throw new LoginFailedError(`network error: ${err && err.message}`, {
+        code: "network_error",
+        cause: err,
+      });
     }
     const body = await readJson(response);
     if (!response.ok || typeof body.access_token !== "string") {
       const error = body.error || `http_${response.status}`;
       emit("login-failure", { status: response.status, error });
       const message =
-        error === "invalid_grant" ? "wrong username or password" : body.error_description || `login failed: ${error}`;
+        error === "invalid_grant"
+          ? "wrong username or password"
+          : body.error_description || `login failed: ${error}`;
       const failure = new LoginFailedError(message, { code: error, status: response.status });
       failure.retryAfter = retryAfterMs(response) / 1000;
       throw failure;
@@ -570,7 +594,8 @@ export function installAxiosInterceptor(axiosInstance, client) {
   };
   const setAuth = (config, token) => {
     const value = `Bearer ${token}`;
-    if (config.headers && typeof config.headers.set === "function") config.headers.set("Authorization", value);
+    if (config.headers && typeof config.headers.set === "function")
+      config.headers.set("Authorization", value);
     else config.headers = { ...(config.headers || {}), Authorization: value };
   };
   const getAuth = (config) => {
@@ -583,14 +608,24 @@ export function installAxiosInterceptor(axiosInstance, client) {
     if (config.freshtoken === false || !internals.appliesTo(urlOf(config))) return config;
     const token = await internals.getFreshToken();
     setAuth(config, token);
-    internals.emit("request", { method: (config.method || "get").toUpperCase(), path: urlOf(config), via: "axios" });
+    internals.emit("request", {
+      method: (config.method || "get").toUpperCase(),
+      path: urlOf(config),
+      via: "axios",
+    });
     return config;
   });
 
   const responseId = axiosInstance.interceptors.response.use(undefined, async (error) => {
     const config = error && error.config;
     const response = error && error.response;
-    if (!config || !response || response.status !== 401 || config.freshtokenRetried || config.freshtoken === false) {
+    if (
+      !config ||
+      !response ||
+      response.status !== 401 ||
+      config.freshtokenRetried ||
+      config.freshtoken === false
+    ) {
       throw error;
     }
     const used = getAuth(config);

@@ -42,7 +42,9 @@ function setStatus(text, tone) {
 function noticeFor(info) {
   if (state.replayed) {
     return {
-      text: "The server saw an old refresh token replayed and revoked the whole session (reuse detection). Sign in again.",
+      text:
+        "The server saw an old refresh token replayed and revoked the whole session " +
+        "(reuse detection). Sign in again.",
       tone: "bad",
     };
   }
@@ -212,13 +214,23 @@ function onClientEvent(event) {
       } else {
         const retryRow = state.requestRows.get(`retry-${event.id}`);
         if (retryRow) {
-          setRow(retryRow, { kind: String(event.status), tone: statusTone(event.status), text, note: `#${event.id} after one retry` });
+          setRow(retryRow, {
+            kind: String(event.status),
+            tone: statusTone(event.status),
+            text,
+            note: `#${event.id} after one retry`,
+          });
         }
       }
       break;
     }
     case "retry": {
-      const row = addRow("retry", "info", `${event.method} ${event.path}`, `#${event.id} retrying once with the new token`);
+      const row = addRow(
+        "retry",
+        "info",
+        `${event.method} ${event.path}`,
+        `#${event.id} retrying once with the new token`,
+      );
       state.requestRows.set(`retry-${event.id}`, row);
       break;
     }
@@ -226,7 +238,9 @@ function onClientEvent(event) {
       state.waiting = 0;
       // A page load that finds no session is not news; a restored one gets its own row.
       state.refreshRow =
-        event.reason === "restore" ? null : addRow("refresh", "info", "Refreshing through the cookie", REASONS[event.reason] || "");
+        event.reason === "restore"
+          ? null
+          : addRow("refresh", "info", "Refreshing through the cookie", REASONS[event.reason] || "");
       break;
     case "refresh-join":
       state.waiting += 1;
@@ -238,7 +252,12 @@ function onClientEvent(event) {
       }
       break;
     case "refresh-retry":
-      if (state.refreshRow) setRow(state.refreshRow, { tone: "warn", text: "Refresh failed transiently", note: `retry ${event.attempt}` });
+      if (state.refreshRow)
+        setRow(state.refreshRow, {
+          tone: "warn",
+          text: "Refresh failed transiently",
+          note: `retry ${event.attempt}`,
+        });
       break;
     case "refresh-success":
       state.refreshes += 1;
@@ -256,7 +275,12 @@ function onClientEvent(event) {
       break;
     case "refresh-failure":
       if (!event.transient && state.refreshRow) {
-        setRow(state.refreshRow, { kind: "refused", tone: "bad", text: "Refresh refused", note: event.error });
+        setRow(state.refreshRow, {
+          kind: "refused",
+          tone: "bad",
+          text: "Refresh refused",
+          note: event.error,
+        });
         state.refreshRow = null;
       }
       break;
@@ -280,13 +304,23 @@ function onClientEvent(event) {
       updateFacts();
       break;
     case "session-expired":
-      addRow("ended", "bad", "Session ended", event.reason === "logout" ? "signed out elsewhere" : event.reason);
+      addRow(
+        "ended",
+        "bad",
+        "Session ended",
+        event.reason === "logout" ? "signed out elsewhere" : event.reason,
+      );
       break;
     case "login-success":
       addRow("login", "ok", "Signed in", `access token valid ${formatSeconds(event.expiresIn)} s`);
       break;
     case "restore":
-      addRow("restored", "ok", "Session restored", event.source === "cookie" ? "through the refresh cookie" : "from another open tab");
+      addRow(
+        "restored",
+        "ok",
+        "Session restored",
+        event.source === "cookie" ? "through the refresh cookie" : "from another open tab",
+      );
       break;
     default:
       break;
@@ -309,16 +343,13 @@ async function callApi() {
 }
 
 // The attacker route sits under /auth so that the browser sends it the refresh cookie
-// (whose Path is /auth); older servers had it at /demo/replay-old-token.
+// (whose Path is /auth).
 async function replayOldToken() {
-  const init = {
+  return fetch("/auth/demo/replay-old-token", {
     method: "POST",
     credentials: "include",
     headers: { "X-Freshtoken-CSRF": "1", Accept: "application/json" },
-  };
-  const response = await fetch("/auth/demo/replay-old-token", init);
-  if (response.status !== 404 && response.status !== 405) return response;
-  return fetch("/demo/replay-old-token", init);
+  });
 }
 
 async function withBusy(button, action) {
@@ -365,7 +396,12 @@ $("btn-replay").addEventListener("click", () =>
     const body = await response.json().catch(() => ({}));
     record("demo:replay", { status: response.status, ...body });
     if (!response.ok) {
-      addRow("error", "bad", "Replay failed", body.error_description || body.error || `HTTP ${response.status}`);
+      addRow(
+        "error",
+        "bad",
+        "Replay failed",
+        body.error_description || body.error || `HTTP ${response.status}`,
+      );
       return;
     }
     if (body.reuse_detected) {
