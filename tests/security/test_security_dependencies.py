@@ -25,9 +25,11 @@ ADVISORIES = {
     "authlib": ("1.6.5", "CVE-2025-59420, CVE-2025-61920, CVE-2025-62706"),
     "starlette": ("0.49.1", "CVE-2025-62727 / GHSA-7f5h-v6xp-fcq8 (Range header DoS)"),
     "redis": ("4.5.4", "CVE-2023-28858 / CVE-2023-28859 (async cancellation leaks)"),
+    "h11": ("0.16.0", "CVE-2025-43859 / GHSA-vqfr-h8mv-ghfj (chunked-encoding smuggling)"),
+    "urllib3": ("2.5.0", "CVE-2025-50181 / CVE-2025-50182 (redirect control)"),
 }
-# Declared minimums the lead still has to raise (pyproject.toml is the lead's file).
-PENDING_PINS = {"starlette": "pyproject says >=0.47.2; 0.49.1 fixes CVE-2025-62727"}
+# Declared minimums still to be raised (none today); a pending pin is an xfail.
+PENDING_PINS: dict[str, str] = {}
 
 
 def _declared_minimums() -> dict[str, Version]:

@@ -11,7 +11,7 @@ from typing import Any
 
 from freshtoken.testing._clock import FakeClock
 
-__all__ = ["FakeClock", "FakeTokenServer", "LiveServer"]
+__all__ = ["FakeClock", "FakeTokenServer", "FaultProxy", "LiveServer"]
 
 
 def __getattr__(name: str) -> Any:
@@ -19,6 +19,10 @@ def __getattr__(name: str) -> Any:
         from freshtoken.testing._live import LiveServer
 
         return LiveServer
+    if name == "FaultProxy":
+        from freshtoken.testing._proxy import FaultProxy
+
+        return FaultProxy
     if name == "FakeTokenServer":
         from freshtoken.testing._fake_server import FakeTokenServer
 
