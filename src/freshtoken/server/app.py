@@ -84,11 +84,14 @@ def create_app(settings: Settings | None = None, *, clock: Clock = SYSTEM_CLOCK)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        task = asyncio.create_task(_reload_keys_forever(ctx))
+        tasks = [asyncio.create_task(_reload_keys_forever(ctx))]
+        if service.db.is_sqlite:
+            tasks.append(asyncio.create_task(service.db.checkpoint_forever()))
         try:
             yield
         finally:
-            task.cancel()
+            for task in tasks:
+                task.cancel()
             ctx.slow_executor.shutdown(wait=False)
             service.db.close()
 

@@ -379,38 +379,16 @@ class TokenService:
                 raise invalid_grant("session has been revoked")
             if rotation.won:
                 outcome = "refresh_rotated"
-                audit.record(  # the row is written; this is the log line
-                    None,
-                    now,
-                    audit.REFRESH_ROTATED,
-                    user_id=record.user_id,
-                    client_id=record.client_id,
-                    session_id=record.session_id,
-                    ip=ip,
-                )
+                # The row is already written (by the rotation); this is the log line.
+                self._audit_token_event(None, now, audit.REFRESH_ROTATED, record, ip)
             elif self._within_grace(conn, record.id, now):
                 outcome = "refresh_grace"
-                audit.record(
-                    conn,
-                    now,
-                    audit.REFRESH_GRACE,
-                    user_id=record.user_id,
-                    client_id=record.client_id,
-                    session_id=record.session_id,
-                    ip=ip,
-                )
+                self._audit_token_event(conn, now, audit.REFRESH_GRACE, record, ip)
             else:
                 reuse = record
                 repo.revoke_session(conn, record.session_id, now, "reuse_detected")
-                audit.record(
-                    conn,
-                    now,
-                    audit.REUSE_DETECTED,
-                    user_id=record.user_id,
-                    client_id=record.client_id,
-                    session_id=record.session_id,
-                    ip=ip,
-                    detail={"token_id": record.id},
+                self._audit_token_event(
+                    conn, now, audit.REUSE_DETECTED, record, ip, detail={"token_id": record.id}
                 )
         if reuse is not None:
             self.stats["refresh_reuse"] += 1
@@ -431,6 +409,26 @@ class TokenService:
             session_id=record.session_id,
             session_expires_at=record.absolute_expires_at,
             outcome=outcome,
+        )
+
+    @staticmethod
+    def _audit_token_event(
+        conn: Any,
+        now: float,
+        event: str,
+        record: repo.RefreshTokenRecord,
+        ip: str | None,
+        **extra: Any,
+    ) -> None:
+        audit.record(
+            conn,
+            now,
+            event,
+            user_id=record.user_id,
+            client_id=record.client_id,
+            session_id=record.session_id,
+            ip=ip,
+            **extra,
         )
 
     def _check_presented(

@@ -154,6 +154,28 @@ class Database:
             self._executor, functools.partial(self.call, fn, *args, **kwargs)
         )
 
+    def checkpoint(self) -> None:
+        """SQLite: copy the WAL into the database file without blocking writers
+        (PASSIVE). The server does this every fraction of a second on a background
+        thread, so the inline writers on the event loop rarely hit SQLite's own
+        auto-checkpoint, which would stall every request for its duration."""
+        if not self.is_sqlite:
+            return
+        raw = self.engine.raw_connection()
+        try:
+            raw.driver_connection.execute("PRAGMA wal_checkpoint(PASSIVE)")  # type: ignore[union-attr]
+        finally:
+            raw.close()
+
+    async def checkpoint_forever(self, interval: float = 0.25) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await loop.run_in_executor(self._executor, self.checkpoint)
+            except Exception as exc:  # busy or locked: the next round will do it
+                log.debug("background checkpoint skipped: %s", type(exc).__name__)
+
     def ping(self) -> None:
         with self.engine.connect() as conn:
             conn.execute(text("SELECT 1"))
