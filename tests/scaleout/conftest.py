@@ -23,24 +23,10 @@ from typing import Any
 
 import pytest
 
+from service_fixtures import temporary_postgres_database, temporary_redis_database
+
 ROOT = Path(__file__).resolve().parents[2]
 STARTUP_TIMEOUT = 45.0
-# Same variables as tests/conftest.py (which is not importable as a module).
-PG_HOST = os.environ.get("FRESHTOKEN_TEST_PG_HOST", "127.0.0.1")
-PG_PORT = int(os.environ.get("FRESHTOKEN_TEST_PG_PORT", "5432"))
-PG_USER = os.environ.get("FRESHTOKEN_TEST_PG_USER", "postgres")
-REDIS_HOST = os.environ.get("FRESHTOKEN_TEST_REDIS_HOST", "127.0.0.1")
-REDIS_PORT = int(os.environ.get("FRESHTOKEN_TEST_REDIS_PORT", "6379"))
-
-
-def skip_or_fail(reason: str) -> None:
-    """Skip where a service is missing, but fail under CI=true (never green by skipping)."""
-    required = os.environ.get("CI", "").lower() == "true" or os.environ.get(
-        "FRESHTOKEN_REQUIRE_SERVICES", ""
-    ) in ("1", "true")
-    if required:
-        pytest.fail(f"{reason} (CI=true: a service test may not be skipped)", pytrace=False)
-    pytest.skip(reason)
 
 
 def free_port() -> int:
@@ -167,41 +153,16 @@ class Cluster:
 
 @pytest.fixture(scope="module")
 def shared_postgres(postgres_admin_url: str) -> Iterator[str]:
-    import psycopg
-
-    name = f"freshtoken_scaleout_{secrets.token_hex(6)}"
-    conninfo = f"host={PG_HOST} port={PG_PORT} user={PG_USER} dbname=postgres"
-    try:
-        with psycopg.connect(conninfo, autocommit=True, connect_timeout=5) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
-    except psycopg.Error as exc:
-        skip_or_fail(f"cannot create a PostgreSQL test database: {exc}")
-    try:
-        yield f"postgresql+psycopg://{PG_USER}@{PG_HOST}:{PG_PORT}/{name}"
-    finally:
-        with psycopg.connect(conninfo, autocommit=True, connect_timeout=5) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with temporary_postgres_database("freshtoken_scaleout") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
 def shared_redis() -> Iterator[str]:
     """A Redis URL on a random DB number, emptied before and after; the servers also
     use their own key prefix, so nothing else in that DB is counted."""
-    try:
-        with socket.create_connection((REDIS_HOST, REDIS_PORT), timeout=1):
-            pass
-    except OSError:
-        skip_or_fail(f"Redis is not reachable at {REDIS_HOST}:{REDIS_PORT}")
-    import redis
-
-    db = 1 + secrets.randbelow(15)
-    client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=db)
-    client.flushdb()
-    try:
-        yield f"redis://{REDIS_HOST}:{REDIS_PORT}/{db}"
-    finally:
-        client.flushdb()
-        client.close()
+    with temporary_redis_database() as url:
+        yield url
 
 
 LOGIN_LIMIT_PER_USERNAME = 6
