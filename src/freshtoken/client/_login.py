@@ -96,6 +96,15 @@ def _fields(
     }
 
 
+def _perform_once(req: Any) -> Any:
+    """One request with whichever sync HTTP library is installed, then close it."""
+    clients = SyncClients()
+    try:
+        return clients.perform(first_installed(SYNC_LIBS), req)
+    finally:
+        clients.close()
+
+
 def login(
     token_url: str,
     username: str,
@@ -112,11 +121,7 @@ def login(
     Raises :class:`~freshtoken.LoginFailed` when refused or unreachable.
     """
     req = _password_request(token_url, username, password, client_id, client_secret, scope, timeout)
-    clients = SyncClients()
-    try:
-        response = clients.perform(first_installed(SYNC_LIBS), req)
-    finally:
-        clients.close()
+    response = _perform_once(req)
     return _finish(
         response, token_url, store, _fields("access_token", "refresh_token", "expires_in")
     )
@@ -135,11 +140,7 @@ def json_login(
 ) -> TokenSet:
     """POST ``credentials`` as JSON to ``url``; saves the answer's tokens to ``store``."""
     req = _json_request(url, credentials, headers, timeout)
-    clients = SyncClients()
-    try:
-        response = clients.perform(first_installed(SYNC_LIBS), req)
-    finally:
-        clients.close()
+    response = _perform_once(req)
     return _finish(
         response, url, store, _fields(access_token_field, refresh_token_field, expires_in_field)
     )

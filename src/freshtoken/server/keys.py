@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import jwt
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -33,13 +32,6 @@ from freshtoken.server.storage.tables import signing_keys
 log = logging.getLogger("freshtoken.server")
 
 PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
-
-
-def make_jws() -> jwt.PyJWT:
-    """A PyJWT instance that also knows RFC 9864's fully-specified ``Ed25519``."""
-    instance = jwt.PyJWT()
-    instance._jws.register_algorithm("Ed25519", OKPAlgorithm())
-    return instance
 
 
 # --- the server secret ------------------------------------------------------
@@ -126,6 +118,7 @@ class KeyRing:
         self._aead = AESGCM(subkey(secret, "freshtoken signing-key encryption"))
         self._keys: list[SigningKey] = []
         self._signers: dict[str, JwtSigner] = {}
+        self.generation = 0  # rises on every reload: caches built from the keys compare it
         self._lock = threading.Lock()
 
     # encryption at rest
@@ -218,6 +211,7 @@ class KeyRing:
         keys = self.load(conn)
         with self._lock:
             self._keys = keys
+            self.generation += 1
 
     def current(self, now: float | None = None) -> SigningKey:
         """The key that signs at ``now`` (without ``now``: the newest, even if it is

@@ -18,9 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import jwt
-
 from freshtoken._clock import Clock
+from freshtoken.errors import FreshtokenError
 from freshtoken.server import audit
 from freshtoken.server.exceptions import (
     OAuthError,
@@ -30,7 +29,7 @@ from freshtoken.server.exceptions import (
     invalid_scope,
     unauthorized_client,
 )
-from freshtoken.server.keys import KeyRing, make_jws
+from freshtoken.server.keys import KeyRing
 from freshtoken.server.passwords import Passwords, hash_client_secret, verify_client_secret
 from freshtoken.server.settings import Settings
 from freshtoken.server.storage import repository as repo
@@ -42,6 +41,7 @@ from freshtoken.server.tokens import (
     looks_like_refresh_token,
     new_refresh_token,
 )
+from freshtoken.verify import KeySet, Verifier
 
 log = logging.getLogger("freshtoken.server")
 
@@ -123,7 +123,8 @@ class TokenService:
         self.deriver = deriver
         self.session_limiter = session_limiter
         self.stats: Counter[str] = Counter()
-        self._jwt = make_jws()
+        self._verifier: Verifier | None = None
+        self._verifier_generation = -1
         # client_id -> (monotonic deadline, row): the refresh hot path reads clients
         # from here instead of the database (CLIENT_CACHE_SECONDS; create_client clears it).
         self._clients: dict[str, tuple[float, Any]] = {}
@@ -228,31 +229,25 @@ class TokenService:
         return self.keyring.signer(key).encode(claims)
 
     def decode_access_token(self, token: str) -> dict[str, Any] | None:
-        """Claims of a token this server issued and that is still valid, else None."""
+        """Claims of a token this server issued and that is still valid, else None.
+
+        The same :class:`~freshtoken.verify.Verifier` resource servers use (no leeway:
+        this is the issuer judging its own tokens), over the published keys, rebuilt
+        only when the key ring reloads so that keys are parsed once."""
+        verifier = self._verifier
+        if verifier is None or self._verifier_generation != self.keyring.generation:
+            verifier = Verifier(
+                issuer=self.settings.issuer,
+                audience=self.settings.audience,
+                keys=KeySet.from_jwks(self.keyring.jwks(self.clock.now())),
+                clock=self.clock,
+                leeway=0,
+            )
+            self._verifier, self._verifier_generation = verifier, self.keyring.generation
         try:
-            header = jwt.get_unverified_header(token)
-        except jwt.PyJWTError:
+            return dict(verifier.verify(token).raw)
+        except FreshtokenError:
             return None
-        now = self.clock.now()
-        for key in self.keyring.published(now):
-            if key.kid != header.get("kid") or key.alg != header.get("alg"):
-                continue
-            try:
-                claims: dict[str, Any] = self._jwt.decode(
-                    token,
-                    key.private_key.public_key(),
-                    algorithms=[key.alg],
-                    audience=self.settings.audience,
-                    issuer=self.settings.issuer,
-                    leeway=0,
-                    options={"verify_iat": False, "verify_exp": False},
-                )
-            except jwt.PyJWTError:
-                return None
-            if claims.get("exp", 0) <= now:
-                return None
-            return claims
-        return None
 
     # --- grants ---------------------------------------------------------------------
 
