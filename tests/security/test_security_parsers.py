@@ -14,7 +14,7 @@ import json
 import string
 from collections.abc import Iterator
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, urlencode
 
 import httpx2
 import pytest
@@ -284,6 +284,37 @@ def test_form_repeated_parameter_is_refused(pairs: list[tuple[str, str]]) -> Non
     with pytest.raises(OAuthError) as err:
         _read_form(urlencode(pairs).encode())
     assert "repeated" in err.value.description
+
+
+FORM_BYTES = st.one_of(
+    st.binary(max_size=512),
+    st.text(alphabet="ab=&%+;2F0\x00 ", max_size=200).map(str.encode),
+    st.lists(
+        st.tuples(st.text("abc_", max_size=4), st.text("ftr_xyz-=", max_size=8)), max_size=40
+    ).map(lambda pairs: "&".join(f"{k}={v}" for k, v in pairs).encode()),
+)
+
+
+@FAST
+@given(FORM_BYTES)
+def test_form_fast_path_agrees_with_parse_qsl(body: bytes) -> None:
+    """parse_form_pairs skips parse_qsl for bodies with nothing to unquote; it must
+    give the same pairs, and fail where parse_qsl fails."""
+    try:
+        expected: object = parse_qsl(
+            body.decode("utf-8"),
+            keep_blank_values=True,
+            encoding="utf-8",
+            errors="strict",
+            max_num_fields=server_http.MAX_FIELDS,
+        )
+    except (UnicodeDecodeError, ValueError) as exc:
+        expected = type(exc)
+    try:
+        got: object = server_http.parse_form_pairs(body)
+    except (UnicodeDecodeError, ValueError) as exc:
+        got = type(exc)
+    assert got == expected
 
 
 def test_form_limits() -> None:

@@ -60,3 +60,51 @@ def test_compare_would_notice_a_drift(tmp_path) -> None:
         assert any(d[0] == "add_column" and d[3].name == "revoked_reason" for d in diff)
     finally:
         db.close()
+
+
+def test_upgrade_from_0001_keeps_sessions_and_tokens(database_url: str) -> None:
+    """0002 drops a column of `sessions`; on SQLite a table copy would have
+    cascade-deleted every refresh token. Data written under 0001 must survive."""
+    from alembic import command
+
+    db = Database(database_url)
+    try:
+        cfg = Config()
+        cfg.set_main_option("script_location", str(database_module._MIGRATIONS))
+        with db.engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "0001")
+        with db.engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO users (id, username, password_hash, disabled, created_at) "
+                    "VALUES ('u1', 'alice', 'x', false, 1)"
+                )
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO clients (client_id, name, grant_types, scope, first_party, "
+                    "created_at) VALUES ('c1', '', 'refresh_token', '', true, 1)"
+                )
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO sessions (id, user_id, client_id, scope, created_at, "
+                    "absolute_expires_at, last_refresh_at) VALUES ('s1', 'u1', 'c1', '', 1, 9, 2)"
+                )
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO refresh_tokens (token_hash, session_id, issued_at, expires_at) "
+                    "VALUES (:h, 's1', 1, 9)"
+                ),
+                {"h": b"\x01" * 32},
+            )
+        db.migrate()
+        with db.engine.connect() as conn:
+            assert conn.execute(text("SELECT count(*) FROM sessions")).scalar_one() == 1
+            assert conn.execute(text("SELECT count(*) FROM refresh_tokens")).scalar_one() == 1
+            diff = compare_metadata(MigrationContext.configure(conn), metadata)
+        assert diff == []
+    finally:
+        db.close()

@@ -89,6 +89,31 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+def parse_form_pairs(body: bytes) -> list[tuple[str, str]]:
+    """``parse_qsl(body, keep_blank_values=True, max_num_fields=MAX_FIELDS)``, strict UTF-8.
+
+    A refresh request (``grant_type=refresh_token&refresh_token=ftr_…``) has nothing
+    to unquote: for such bodies a plain split gives the same pairs in a third of
+    parse_qsl's time (a test checks the two agree on arbitrary input)."""
+    if b"%" in body or b"+" in body or not body.isascii():
+        return parse_qsl(
+            body.decode("utf-8"),
+            keep_blank_values=True,
+            encoding="utf-8",
+            errors="strict",
+            max_num_fields=MAX_FIELDS,
+        )
+    text = body.decode("ascii")
+    if text.count("&") >= MAX_FIELDS:
+        raise ValueError("Max number of fields exceeded")
+    pairs = []
+    for field in text.split("&"):
+        if field:
+            name, _, value = field.partition("=")
+            pairs.append((name, value))
+    return pairs
+
+
 def _media_type(request: Request) -> str:
     return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
 
@@ -99,14 +124,7 @@ async def read_form(request: Request, limit: int) -> dict[str, str]:
         raise UnsupportedMediaType("application/x-www-form-urlencoded")
     body = await read_body(request, limit)
     try:
-        text = body.decode("utf-8")
-        pairs = parse_qsl(
-            text,
-            keep_blank_values=True,
-            encoding="utf-8",
-            errors="strict",
-            max_num_fields=MAX_FIELDS,
-        )
+        pairs = parse_form_pairs(body)
     except UnicodeDecodeError:
         raise invalid_request("the form body is not valid UTF-8") from None
     except ValueError:

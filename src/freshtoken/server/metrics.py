@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
 
@@ -37,6 +39,24 @@ class Metrics:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
             registry=self.registry,
         )
+
+        # Label children by label values: ``labels()`` validates and locks on every
+        # call, a few µs of each token request; the children themselves never change.
+        self._children: dict[tuple[str, ...], Any] = {}
+
+    def count_token_request(self, grant_type: str, outcome: str) -> None:
+        key = ("count", grant_type, outcome)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = self.token_requests.labels(grant_type, outcome)
+        child.inc()
+
+    def observe_token_latency(self, grant_type: str, seconds: float) -> None:
+        key = ("latency", grant_type)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = self.token_latency.labels(grant_type)
+        child.observe(seconds)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

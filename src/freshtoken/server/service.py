@@ -220,7 +220,7 @@ class TokenService:
             "aud": self.settings.audience,
             "exp": iat + self.settings.access_token_ttl,
             "iat": iat,
-            "jti": uuid.uuid4().hex,
+            "jti": secrets.token_hex(16),  # 128 random bits, as uuid4 but cheaper
             "client_id": client_id,
             "scope": scope,
         }

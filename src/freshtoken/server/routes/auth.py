@@ -102,7 +102,7 @@ async def login(request: Request) -> Response:
         scope=scope,
         ip=ip,
     )
-    ctx.metrics.token_requests.labels("auth_login", issued.outcome).inc()
+    ctx.metrics.count_token_request("auth_login", issued.outcome)
     return token_answer(ctx, issued, use_cookie)
 
 
@@ -136,7 +136,7 @@ async def refresh(request: Request) -> Response:
             ip=ip,
         )
     except OAuthError as exc:
-        ctx.metrics.token_requests.labels("auth_refresh", exc.error).inc()
+        ctx.metrics.count_token_request("auth_refresh", exc.error)
         if exc.error == "invalid_grant" and "already used" in exc.description:
             ctx.metrics.reuse_detected.inc()  # as /oauth/token does
         if exc.error != "invalid_grant" or not use_cookie:
@@ -144,7 +144,7 @@ async def refresh(request: Request) -> Response:
         response = json_response({"error": exc.error, "error_description": exc.description}, 400)
         clear_refresh_cookie(response, ctx)
         return response
-    ctx.metrics.token_requests.labels("auth_refresh", issued.outcome).inc()
+    ctx.metrics.count_token_request("auth_refresh", issued.outcome)
     return token_answer(ctx, issued, use_cookie)
 
 

@@ -36,12 +36,12 @@ async def token(request: Request) -> Response:
     try:
         issued = await _grant(ctx, grant_type, form, client_id, client_secret, scope, ip)
     except OAuthError as exc:
-        ctx.metrics.token_requests.labels(grant_type, exc.error).inc()
+        ctx.metrics.count_token_request(grant_type, exc.error)
         if exc.error == "invalid_grant" and "already used" in exc.description:
             ctx.metrics.reuse_detected.inc()
         raise
-    ctx.metrics.token_requests.labels(grant_type, issued.outcome).inc()
-    ctx.metrics.token_latency.labels(grant_type).observe(time.perf_counter() - started)
+    ctx.metrics.count_token_request(grant_type, issued.outcome)
+    ctx.metrics.observe_token_latency(grant_type, time.perf_counter() - started)
     return json_response(issued.to_json())
 
 

@@ -4,8 +4,9 @@ Why a synchronous engine rather than an async driver: on this 2-core machine a
 whole SQLite rotation in one call runs ~10x faster than aiosqlite's one thread
 hop per statement (DESIGN §8). So every service method is one synchronous
 transaction, reached from the async routes through :meth:`Database.run`:
-inline for SQLite (zero hops: its transactions are short local work), one
-thread hop for PostgreSQL (one thread per pooled connection).
+on the event loop for SQLite (zero hops: its transactions are short local work,
+and the ones that arrive together share one COMMIT, see :mod:`.group_commit`),
+one thread hop for PostgreSQL (one thread per pooled connection).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
 from freshtoken.errors import ConfigurationError
+from freshtoken.server.storage.group_commit import GroupCommit
 
 log = logging.getLogger("freshtoken.server")
 
@@ -70,11 +72,12 @@ class Database:
         self.url = normalize_database_url(url)
         self.is_sqlite = self.url.startswith("sqlite")
         self.engine = self._create_engine(pool_size)
-        # SQLite transactions run inline on the event loop: a whole refresh is ~250 µs
-        # of local work, and the thread hop it would otherwise cost (DESIGN §8:
-        # 250-430 µs) made it ~1.5x slower (bench/refresh.py: 1,376 -> 2,178
-        # refreshes/s with 2 workers). PostgreSQL waits on the network: it hops.
-        self.inline = self.is_sqlite
+        # SQLite transactions run on the event loop, no thread hop: a whole refresh is
+        # ~100 µs of local work, and the hop (DESIGN §8: 250-430 µs) made it ~1.5x
+        # slower (bench/refresh.py: 1,376 -> 2,178 refreshes/s with 2 workers). Those
+        # that arrive together share one COMMIT (group_commit.py). PostgreSQL waits on
+        # the network: it hops.
+        self._group = GroupCommit(self) if self.is_sqlite else None
         workers = 1 if self.is_sqlite else pool_size
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="freshtoken-db")
 
@@ -104,7 +107,12 @@ class Database:
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Connection]:
-        """One transaction, committed on success, rolled back on any error."""
+        """One transaction, committed on success, rolled back on any error.
+        (Inside a SQLite commit group: a savepoint of the group's transaction.)"""
+        if self._group is not None and self._group.active_here():
+            with self._group.savepoint() as conn:
+                yield conn
+            return
         with self.engine.begin() as conn:
             yield conn
 
@@ -116,7 +124,7 @@ class Database:
         Core statement). Driver errors come out as SQLAlchemy's, so the 503 mapping
         and the retry in :meth:`call` see one exception hierarchy."""
         dbapi_error: type[Exception] = self.engine.dialect.loaded_dbapi.Error
-        with self.engine.begin() as conn:
+        with self.transaction() as conn:
             cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
             try:
                 yield conn, cursor
@@ -146,9 +154,11 @@ class Database:
         raise AssertionError("unreachable")
 
     async def run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-        """Run ``fn`` (one whole transaction): inline for SQLite, one hop for PostgreSQL."""
-        if self.inline:
-            return self.call(fn, *args, **kwargs)
+        """Run ``fn`` (one whole transaction): on the loop in a commit group for
+        SQLite, one hop for PostgreSQL."""
+        if self._group is not None:
+            result: T = await self._group.run(functools.partial(fn, *args, **kwargs))
+            return result
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(
             self._executor, functools.partial(self.call, fn, *args, **kwargs)
@@ -177,7 +187,7 @@ class Database:
                 log.debug("background checkpoint skipped: %s", type(exc).__name__)
 
     def ping(self) -> None:
-        with self.engine.connect() as conn:
+        with self.transaction() as conn:
             conn.execute(text("SELECT 1"))
 
     def migrate(self) -> None:
@@ -195,6 +205,8 @@ class Database:
             command.upgrade(cfg, "head")
 
     def close(self) -> None:
+        if self._group is not None:
+            self._group.close()
         self._executor.shutdown(wait=False, cancel_futures=True)
         self.engine.dispose()
 
@@ -219,6 +231,8 @@ def _sqlite_on_begin(conn: Connection) -> None:
     # Straight to the driver: SQLAlchemy's exec_driver_sql costs ~45 µs here, a
     # sixth of a whole refresh. Errors still come out as SQLAlchemy's.
     driver = conn.connection.driver_connection
+    if driver.in_transaction:  # type: ignore[union-attr]
+        return  # a commit group's writer: it began the transaction itself
     try:
         driver.execute("BEGIN IMMEDIATE")  # type: ignore[union-attr]
     except sqlite3.Error as exc:

@@ -147,18 +147,6 @@ def find_refresh_token(conn: Connection, token_hash: bytes) -> RefreshTokenRecor
     return None if row is None else RefreshTokenRecord(*row)
 
 
-def claim_session(conn: Connection, session_id: str, now: float) -> bool:
-    """Touch the live session row. On PostgreSQL this takes the session's row lock,
-    which orders every refresh, revoke and logout of one session: a revoke that has
-    answered can never be followed by a child token its UPDATE did not see."""
-    res = conn.execute(
-        update(sessions)
-        .where(sessions.c.id == session_id, sessions.c.revoked_at.is_(None))
-        .values(last_refresh_at=now)
-    )
-    return res.rowcount == 1
-
-
 def mark_used(conn: Connection, token_id: int, now: float) -> bool:
     """The rotation's only arbiter: exactly one caller flips used_at from NULL."""
     res = conn.execute(
@@ -195,18 +183,20 @@ def has_live_child(conn: Connection, token_id: int, now: float) -> bool:
 
 # --- the refresh hot path -----------------------------------------------------
 #
-# find_refresh_token → claim_session → mark_used → insert_refresh_token → audit row,
-# as hand-written SQL on a DB-API cursor (Database.raw_transaction): on PostgreSQL
-# one statement (one round trip), on SQLite five plain statements under BEGIN
-# IMMEDIATE. Same semantics as the Core functions above: the step-1 checks gate the
-# writes, the session row is claimed (locked) before the token row, and the
-# conditional UPDATE of used_at is the only arbiter.
+# find_refresh_token → lock the session → mark_used → insert_refresh_token → audit
+# row, as hand-written SQL on a DB-API cursor (Database.raw_transaction): on
+# PostgreSQL one statement (one round trip), on SQLite four plain statements under
+# BEGIN IMMEDIATE. Same semantics as the Core functions above: the step-1 checks gate
+# the writes, the session row is locked before the token row (PostgreSQL: SELECT …
+# FOR UPDATE, the lock revoke_session's UPDATE also takes, so a refresh and a revoke
+# of one session are ordered; SQLite: BEGIN IMMEDIATE already holds the database's
+# one write lock), and the conditional UPDATE of used_at is the only arbiter.
 
 
 @dataclass(frozen=True)
 class Rotation:
     record: RefreshTokenRecord | None  # None: unknown token
-    claimed: bool  # the session was live and its row is now ours (locked on PostgreSQL)
+    claimed: bool  # the session was live and its row is now ours (locked)
     won: bool  # this call flipped used_at and inserted the child and the audit row
 
 
@@ -222,9 +212,9 @@ WITH tok AS (
     WHERE client_id = %(client_id)s AND revoked_at IS NULL AND session_revoked_at IS NULL
       AND %(now)s < absolute_expires_at AND %(now)s < expires_at
 ), claim AS (
-    UPDATE sessions SET last_refresh_at = %(now)s
+    SELECT id FROM sessions
     WHERE id = (SELECT session_id FROM ok) AND revoked_at IS NULL
-    RETURNING id
+    FOR UPDATE
 ), used AS (
     UPDATE refresh_tokens SET used_at = %(now)s
     WHERE id = (SELECT id FROM ok) AND used_at IS NULL AND revoked_at IS NULL
@@ -253,7 +243,6 @@ _SQLITE_FIND = (
     "s.user_id, s.client_id, s.scope, s.absolute_expires_at, s.revoked_at "
     "FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id WHERE t.token_hash = ?"
 )
-_SQLITE_CLAIM = "UPDATE sessions SET last_refresh_at = ? WHERE id = ? AND revoked_at IS NULL"
 _SQLITE_MARK = (
     "UPDATE refresh_tokens SET used_at = ? WHERE id = ? AND used_at IS NULL AND revoked_at IS NULL"
 )
@@ -315,8 +304,8 @@ def rotate_refresh_token(
     record = RefreshTokenRecord(*row)
     if not presentable(record, client_id, now):
         return Rotation(record, False, False)
-    if cursor.execute(_SQLITE_CLAIM, (now, record.session_id)).rowcount != 1:
-        return Rotation(record, False, False)
+    # Presentable means the session is live, and under BEGIN IMMEDIATE nothing can
+    # revoke it before we commit: it is claimed.
     if cursor.execute(_SQLITE_MARK, (now, record.id)).rowcount != 1:
         return Rotation(record, True, False)
     expires_at = min(now + idle_ttl, record.absolute_expires_at)

@@ -54,7 +54,6 @@ sessions = Table(
     Column("scope", Text, nullable=False, default=""),
     Column("created_at", Float, nullable=False),
     Column("absolute_expires_at", Float, nullable=False),
-    Column("last_refresh_at", Float, nullable=True),
     Column("revoked_at", Float, nullable=True),
     Column("revoked_reason", String(64), nullable=True),
     Index("ix_sessions_user", "user_id"),
