@@ -108,3 +108,19 @@ def test_healthz_never_touches_the_database(http: httpx.Client) -> None:
     assert response.status_code == 200 and response.json() == {"status": "ok"}
     ready = http.get("/readyz")
     assert ready.status_code == 200 and ready.json()["status"] == "ready"
+
+
+def test_server_freezes_its_startup_objects_unless_told_not_to() -> None:
+    """FRESHTOKEN_GC_FREEZE (default true): startup objects leave the cyclic collector's
+    reach once the app has started; LiveServer turns it off for test processes."""
+    import gc
+
+    gc.unfreeze()
+    try:
+        with LiveServer():
+            assert gc.get_freeze_count() == 0
+        with LiveServer(settings={"gc_freeze": True}) as srv:
+            assert gc.get_freeze_count() > 10_000
+            assert httpx.get(srv.url + "/healthz").status_code == 200
+    finally:
+        gc.unfreeze()

@@ -26,14 +26,16 @@ RATE_LIMITED = "rate_limited"
 CLIENT_CREDENTIALS = "client_credentials_issued"
 KEY_ROTATED = "signing_key_rotated"
 
+_WARNINGS = frozenset({REUSE_DETECTED, LOGIN_FAILED, RATE_LIMITED})
+
 
 def record(conn: Connection | None, at: float, event: str, **fields: Any) -> None:
     """Write the event in ``conn``'s transaction (if given) and log it."""
+    level = logging.WARNING if event in _WARNINGS else logging.INFO
+    if conn is None and not log.isEnabledFor(level):
+        return  # the refresh hot path with INFO logging off: nothing to do
     fields = {k: v for k, v in fields.items() if v is not None}
     if conn is not None:
         repo.insert_audit_event(conn, at=at, event=event, **fields)
-    level = (
-        logging.WARNING if event in (REUSE_DETECTED, LOGIN_FAILED, RATE_LIMITED) else logging.INFO
-    )
     if log.isEnabledFor(level):
         log.log(level, json.dumps({"event": event, "at": round(at, 3), **fields}, sort_keys=True))

@@ -389,7 +389,8 @@ class TokenService:
             self.stats["refresh_reuse"] += 1
             raise invalid_grant("refresh token was already used; the session has been revoked")
         self.stats[outcome] += 1
-        scope_text = format_scope(granted)
+        # The session's scope is stored formatted (format_scope at login).
+        scope_text = record.scope if requested is None else format_scope(granted)
         return IssuedTokens(
             access_token=self.issue_access_token(
                 sub=record.user_id,

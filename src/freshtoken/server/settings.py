@@ -52,6 +52,8 @@ class Settings(BaseSettings):
 
     demo_mode: bool = False
     log_level: str = "INFO"
+    # gc.freeze() once started: see create_app's lifespan.
+    gc_freeze: bool = True
 
     @field_validator("cors_origins", mode="before")
     @classmethod

@@ -41,5 +41,5 @@ class SuccessorDeriver:
         self._secret = secret
 
     def derive(self, presented: str) -> str:
-        mac = hmac.new(self._secret, presented.encode("ascii"), hashlib.sha256).digest()
+        mac = hmac.digest(self._secret, presented.encode("ascii"), "sha256")
         return REFRESH_TOKEN_PREFIX + base64.urlsafe_b64encode(mac).rstrip(b"=").decode("ascii")

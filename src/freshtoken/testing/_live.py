@@ -73,6 +73,9 @@ class LiveServer:
             "secret_key": secrets.token_urlsafe(48),
             "ratelimit_enabled": False,
             "log_level": "WARNING",
+            # Not in a test process: it starts many servers, and each freeze would
+            # keep that moment's garbage forever.
+            "gc_freeze": False,
         }
         values.update(self._overrides)
         self.settings = Settings(**values)
