@@ -90,6 +90,16 @@ class IssuedTokens:
         return body
 
 
+def _client_info(row: Any) -> ClientInfo:
+    return ClientInfo(
+        client_id=row.client_id,
+        confidential=row.secret_hash is not None,
+        grant_types=frozenset(row.grant_types.split()),
+        scope=frozenset(row.scope.split()),
+        first_party=bool(row.first_party),
+    )
+
+
 def parse_scope(value: str | None) -> frozenset[str] | None:
     """``None`` (or an empty ``scope=``) means "what the grant allows"."""
     if value is None or not value.strip():
@@ -127,7 +137,7 @@ class TokenService:
         self._verifier_generation = -1
         # client_id -> (monotonic deadline, row): the refresh hot path reads clients
         # from here instead of the database (CLIENT_CACHE_SECONDS; create_client clears it).
-        self._clients: dict[str, tuple[float, Any]] = {}
+        self._clients: dict[str, tuple[float, Any, ClientInfo]] = {}
 
     # --- setup --------------------------------------------------------------------
 
@@ -161,36 +171,36 @@ class TokenService:
     ) -> ClientInfo:
         if not client_id:
             raise invalid_client("client_id is required")
-        row = self._cached_client(client_id) if conn is None else repo.find_client(conn, client_id)
-        if row is None:
+        if conn is None:
+            row, info = self._cached_client(client_id)
+        else:
+            row = repo.find_client(conn, client_id)
+            info = None if row is None else _client_info(row)
+        if row is None or info is None:
             # Same work as a wrong secret, so ids cannot be probed by timing.
             verify_client_secret(hash_client_secret("x"), client_secret or "")
             raise invalid_client("unknown client or bad client credentials")
-        confidential = row.secret_hash is not None
-        if confidential and not verify_client_secret(row.secret_hash, client_secret):
+        if info.confidential and not verify_client_secret(row.secret_hash, client_secret):
             raise invalid_client("unknown client or bad client credentials")
-        if not confidential and client_secret:
+        if not info.confidential and client_secret:
             raise invalid_client("public clients have no secret")
-        return ClientInfo(
-            client_id=row.client_id,
-            confidential=confidential,
-            grant_types=frozenset(row.grant_types.split()),
-            scope=frozenset(row.scope.split()),
-            first_party=bool(row.first_party),
-        )
+        return info
 
-    def _cached_client(self, client_id: str) -> Any:
-        """The client's row, at most CLIENT_CACHE_SECONDS old (unknown ids are not cached)."""
+    def _cached_client(self, client_id: str) -> tuple[Any, ClientInfo | None]:
+        """The client's row and its parsed form, at most CLIENT_CACHE_SECONDS old
+        (unknown ids are not cached)."""
         hit = self._clients.get(client_id)
         if hit is not None and hit[0] > time.monotonic():
-            return hit[1]
+            return hit[1], hit[2]
         with self.db.transaction() as conn:
             row = repo.find_client(conn, client_id)
-        if row is not None:
-            if len(self._clients) >= 1024:
-                self._clients.clear()
-            self._clients[client_id] = (time.monotonic() + CLIENT_CACHE_SECONDS, row)
-        return row
+        if row is None:
+            return None, None
+        info = _client_info(row)
+        if len(self._clients) >= 1024:
+            self._clients.clear()
+        self._clients[client_id] = (time.monotonic() + CLIENT_CACHE_SECONDS, row, info)
+        return row, info
 
     @staticmethod
     def _require_grant(client: ClientInfo, grant_type: str) -> None:

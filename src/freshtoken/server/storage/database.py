@@ -110,19 +110,24 @@ class Database:
         """One transaction, committed on success, rolled back on any error.
         (Inside a SQLite commit group: a savepoint of the group's transaction.)"""
         if self._group is not None and self._group.active_here():
-            with self._group.savepoint() as conn:
+            with self._group.savepoint() as (conn, _):
                 yield conn
             return
         with self.engine.begin() as conn:
             yield conn
 
-    @contextlib.contextmanager
-    def raw_transaction(self) -> Iterator[tuple[Connection, Any]]:
+    def raw_transaction(self) -> contextlib.AbstractContextManager[tuple[Connection, Any]]:
         """:meth:`transaction` plus a DB-API cursor on the same connection, for the
         refresh hot path: hand-written SQL runs without statement construction,
         cache-key generation or result wrapping (most of the Python cost of a
         Core statement). Driver errors come out as SQLAlchemy's, so the 503 mapping
         and the retry in :meth:`call` see one exception hierarchy."""
+        if self._group is not None and self._group.active_here():
+            return self._group.savepoint()
+        return self._raw_transaction()
+
+    @contextlib.contextmanager
+    def _raw_transaction(self) -> Iterator[tuple[Connection, Any]]:
         dbapi_error: type[Exception] = self.engine.dialect.loaded_dbapi.Error
         with self.transaction() as conn:
             cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]

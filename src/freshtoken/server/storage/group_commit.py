@@ -25,7 +25,7 @@ import contextlib
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -77,26 +77,9 @@ class GroupCommit:
 
     # --- inside a group: each caller's transaction is a savepoint -------------------
 
-    @contextlib.contextmanager
-    def savepoint(self) -> Iterator[Connection]:
-        assert self._writer is not None
-        driver = self._driver()
-        name = f"ft{self._depth}"
-        self._depth += 1
-        try:
-            _execute(driver, f"SAVEPOINT {name}")
-            try:
-                yield self._writer
-            except BaseException:
-                _execute(driver, f"ROLLBACK TO {name}")
-                _execute(driver, f"RELEASE {name}")
-                raise
-            _execute(driver, f"RELEASE {name}")
-        finally:
-            self._depth -= 1
-
-    def cursor(self) -> Any:
-        return self._driver().cursor()
+    def savepoint(self) -> _Savepoint:
+        """(connection, cursor) of a savepoint; driver errors come out as SQLAlchemy's."""
+        return _Savepoint(self)
 
     # --- the group -----------------------------------------------------------------
 
@@ -225,6 +208,38 @@ class GroupCommit:
                 caller.future.cancel()
         self._queue = []
         self._drop_writer()
+
+
+class _Savepoint:
+    """One caller's transaction inside the group: (writer, cursor) on enter; RELEASE
+    on success, ROLLBACK TO on any error. A class, not a generator context manager:
+    it is entered once per refresh."""
+
+    __slots__ = ("cursor", "driver", "group", "name")
+
+    def __init__(self, group: GroupCommit) -> None:
+        self.group = group
+
+    def __enter__(self) -> tuple[Connection, Any]:
+        group = self.group
+        assert group._writer is not None
+        self.driver = group._driver()
+        self.name = f"ft{group._depth}"
+        group._depth += 1
+        _execute(self.driver, "SAVEPOINT " + self.name)
+        self.cursor = self.driver.cursor()
+        return group._writer, self.cursor
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        self.group._depth -= 1
+        self.cursor.close()
+        if exc is None:
+            _execute(self.driver, "RELEASE " + self.name)
+            return
+        _execute(self.driver, "ROLLBACK TO " + self.name)
+        _execute(self.driver, "RELEASE " + self.name)
+        if isinstance(exc, sqlite3.Error):
+            raise DBAPIError.instance(None, None, exc, sqlite3.Error) from exc
 
 
 def _execute(driver: Any, sql: str) -> None:
