@@ -425,6 +425,21 @@ def db_upgrade() -> None:
     out.print(f"database is at the newest schema: {_redact(service.db.url)}")
 
 
+@db_app.command("prune")
+def db_prune(
+    ended_days: Annotated[
+        float, typer.Option(min=0, help="Delete sessions that ended more than this many days ago.")
+    ] = 7,
+    audit_days: Annotated[
+        float, typer.Option(min=0, help="Delete audit events older than this many days.")
+    ] = 90,
+) -> None:
+    """Retention: ended sessions with their refresh tokens, and old audit events.
+    Run it daily (cron, a Kubernetes CronJob); it works in small batches."""
+    sessions, tokens, events = _run(_service().prune, ended_days=ended_days, audit_days=audit_days)
+    out.print(f"deleted {sessions} ended sessions, {tokens} refresh tokens, {events} audit events")
+
+
 def main() -> None:
     app()
 

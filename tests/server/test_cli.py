@@ -193,6 +193,23 @@ def test_sessions_list_revoke_and_audit_tail(db_url: str) -> None:
     assert "session_revoked" in table and "login_succeeded" not in table
 
 
+def test_db_prune(db_url: str) -> None:
+    """The retention command; its rules are tested in test_retention.py."""
+    cli("users", "add", "alice", "--password-stdin", stdin="pw-alice\n")
+    svc = service_on(db_url)
+    try:
+        sid = svc.login(username="alice", password="pw-alice").session_id or ""
+        svc.revoke_session(sid)
+    finally:
+        svc.db.close()
+    kept = cli("db", "prune").output
+    assert "deleted 0 ended sessions, 0 refresh tokens, 0 audit events" in kept
+    pruned = cli("db", "prune", "--ended-days", "0", "--audit-days", "0").output
+    assert "deleted 1 ended sessions, 1 refresh tokens" in pruned
+    assert sid not in cli("sessions", "list", "--all").output
+    cli("db", "prune", "--ended-days", "-1", code=2)  # a clear usage error
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -671,6 +671,38 @@ class TokenService:
             )
         self._clients.pop(client_id, None)
 
+    def prune(
+        self, *, ended_days: float, audit_days: float, batch: int = 5000
+    ) -> tuple[int, int, int]:
+        """Retention: delete sessions that ended more than ``ended_days`` ago with all
+        their refresh tokens, and audit events older than ``audit_days``. Returns
+        (sessions, refresh tokens, audit events) deleted.
+
+        Tokens of live sessions stay, used ones included: they are what makes a
+        replay of an old token a detected reuse instead of an unknown token.
+        Works in batches of ``batch`` rows, one short transaction each, so a big
+        first run never holds SQLite's write lock (or PostgreSQL row locks) long."""
+        now = self.clock.now()
+        ended_before = now - ended_days * 86_400
+        sessions_deleted = tokens_deleted = audit_deleted = 0
+        while True:
+            with self.db.transaction() as conn:
+                ids = repo.ended_session_ids(conn, ended_before=ended_before, limit=batch)
+                if ids:
+                    tokens_deleted += repo.delete_sessions(conn, ids)
+            sessions_deleted += len(ids)
+            if len(ids) < batch:
+                break
+        while True:
+            with self.db.transaction() as conn:
+                deleted = repo.delete_audit_events(
+                    conn, before=now - audit_days * 86_400, limit=batch
+                )
+            audit_deleted += deleted
+            if deleted < batch:
+                break
+        return sessions_deleted, tokens_deleted, audit_deleted
+
     def rotate_signing_key(self, alg: str | None = None) -> str:
         now = self.clock.now()
         keep_for = max(

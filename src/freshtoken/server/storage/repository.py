@@ -380,6 +380,27 @@ def live_tokens(conn: Connection, session_id: str, now: float) -> list[Row[Any]]
     )
 
 
+def ended_session_ids(conn: Connection, *, ended_before: float, limit: int) -> list[str]:
+    """Sessions revoked, or past their absolute lifetime, before ``ended_before``."""
+    query = (
+        select(sessions.c.id)
+        .where(
+            (sessions.c.revoked_at < ended_before) | (sessions.c.absolute_expires_at < ended_before)
+        )
+        .limit(limit)
+    )
+    return [row[0] for row in conn.execute(query)]
+
+
+def delete_sessions(conn: Connection, session_ids: list[str]) -> int:
+    """The sessions and every refresh token of theirs; returns the tokens deleted."""
+    tokens = conn.execute(
+        delete(refresh_tokens).where(refresh_tokens.c.session_id.in_(session_ids))
+    ).rowcount
+    conn.execute(delete(sessions).where(sessions.c.id.in_(session_ids)))
+    return int(tokens)
+
+
 # --- audit --------------------------------------------------------------------
 
 
@@ -400,6 +421,16 @@ def tail_audit_events(conn: Connection, limit: int, event: str | None = None) ->
     if event:
         query = query.where(audit_events.c.event == event)
     return list(reversed(conn.execute(query).all()))
+
+
+def delete_audit_events(conn: Connection, *, before: float, limit: int) -> int:
+    oldest = (
+        select(audit_events.c.id)
+        .where(audit_events.c.at < before)
+        .order_by(audit_events.c.id)
+        .limit(limit)
+    )
+    return int(conn.execute(delete(audit_events).where(audit_events.c.id.in_(oldest))).rowcount)
 
 
 def count_audit_events(conn: Connection, event: str) -> int:
