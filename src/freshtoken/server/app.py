@@ -48,7 +48,9 @@ DEMO_USER = ("demo", "demo")
 def build_service(settings: Settings, clock: Clock = SYSTEM_CLOCK) -> TokenService:
     """Everything but HTTP: also what the CLI uses."""
     secret = load_secret(settings.secret_key, settings.secret_key_file, settings.database_url)
-    db = Database(settings.database_url, pool_size=settings.db_pool_size)
+    db = Database(
+        settings.database_url, pool_size=settings.db_pool_size, asyncpg=settings.db_asyncpg
+    )
     return TokenService(
         db=db,
         settings=settings,
@@ -96,7 +98,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock = SYSTEM_CLOCK)
             for task in tasks:
                 task.cancel()
             ctx.slow_executor.shutdown(wait=False)
-            service.db.close()
+            await service.db.aclose()
 
     middleware = [Middleware(SecurityHeadersMiddleware)]
     if settings.cors_origins:

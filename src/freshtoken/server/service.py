@@ -9,6 +9,7 @@ opens its own transaction(s); async routes reach it through one thread hop
 
 from __future__ import annotations
 
+import functools
 import logging
 import secrets
 import time
@@ -66,6 +67,31 @@ class ClientInfo:
     grant_types: frozenset[str]
     scope: frozenset[str]
     first_party: bool
+
+
+class _NeedsSynchronousPath(Exception):
+    """The fast rotation met a replay: the thread path decides it."""
+
+
+@dataclass(frozen=True)
+class _RefreshStart:
+    now: float
+    requested: frozenset[str] | None
+    client: ClientInfo
+    token_hash: bytes
+    successor: str
+    idle_ttl: float
+
+    def rotation_parameters(self, ip: str | None) -> dict[str, Any]:
+        return {
+            "token_hash": self.token_hash,
+            "client_id": self.client.client_id,
+            "child_hash": hash_refresh_token(self.successor),
+            "now": self.now,
+            "idle_ttl": self.idle_ttl,
+            "event": audit.REFRESH_ROTATED,
+            "ip": ip,
+        }
 
 
 @dataclass(frozen=True)
@@ -347,71 +373,146 @@ class TokenService:
         """Rotate ``refresh_token`` (DESIGN §3). One transaction, decided by one
         conditional UPDATE; a replay inside the grace window gets the same successor;
         any other reuse revokes the whole session."""
-        if not looks_like_refresh_token(refresh_token):
-            self.stats["refresh_failed"] += 1
-            raise invalid_grant("malformed refresh token")
-        now = self.clock.now()
-        requested = parse_scope(scope)
+        start = self._start_refresh(refresh_token, client_id, client_secret, scope)
         reuse: repo.RefreshTokenRecord | None = None
-        client = self._authenticate_client(None, client_id, client_secret)
-        self._require_grant(client, "refresh_token")
-        successor = self.deriver.derive(refresh_token)
         # One transaction. repository.rotate_refresh_token runs step 1's lookup, the
         # session claim, the conditional UPDATE (the only arbiter) and, if it won, the
         # child and audit rows, as one statement on PostgreSQL; any refusal below
         # raises inside the transaction and rolls all of it back.
         with self.db.raw_transaction() as (conn, cursor):
             rotation = repo.rotate_refresh_token(
-                cursor,
-                postgresql=not self.db.is_sqlite,
-                token_hash=hash_refresh_token(refresh_token),
-                client_id=client.client_id,
-                child_hash=hash_refresh_token(successor),
-                now=now,
-                idle_ttl=self.settings.refresh_idle_ttl,
-                event=audit.REFRESH_ROTATED,
-                ip=ip,
+                cursor, postgresql=not self.db.is_sqlite, **start.rotation_parameters(ip)
             )
-            record = rotation.record
-            self._check_presented(record, client, now)
-            assert record is not None
-            granted = self._grant_scope(frozenset(record.scope.split()), requested)
-            if self.session_limiter is not None:
-                retry_after = self.session_limiter(record.session_id)
-                if retry_after is not None:
-                    raise RateLimited(retry_after, "refresh per session")
-            if not rotation.claimed:
-                raise invalid_grant("session has been revoked")
+            record, granted = self._accept(rotation, start)
             if rotation.won:
                 outcome = "refresh_rotated"
-                # The row is already written (by the rotation); this is the log line.
-                self._audit_token_event(None, now, audit.REFRESH_ROTATED, record, ip)
-            elif self._within_grace(conn, record.id, now):
+            elif self._within_grace(conn, record.id, start.now):
                 outcome = "refresh_grace"
-                self._audit_token_event(conn, now, audit.REFRESH_GRACE, record, ip)
+                self._audit_token_event(conn, start.now, audit.REFRESH_GRACE, record, ip)
             else:
                 reuse = record
-                repo.revoke_session(conn, record.session_id, now, "reuse_detected")
+                repo.revoke_session(conn, record.session_id, start.now, "reuse_detected")
                 self._audit_token_event(
-                    conn, now, audit.REUSE_DETECTED, record, ip, detail={"token_id": record.id}
+                    conn,
+                    start.now,
+                    audit.REUSE_DETECTED,
+                    record,
+                    ip,
+                    detail={"token_id": record.id},
                 )
         if reuse is not None:
             self.stats["refresh_reuse"] += 1
             raise invalid_grant("refresh token was already used; the session has been revoked")
+        return self._refreshed(start, record, granted, outcome, ip)
+
+    async def refresh_async(
+        self,
+        *,
+        refresh_token: str,
+        client_id: str | None = DEFAULT_CLIENT_ID,
+        client_secret: str | None = None,
+        scope: str | None = None,
+        ip: str | None = None,
+    ) -> IssuedTokens:
+        """:meth:`refresh` for the routes. On PostgreSQL (with asyncpg installed) the
+        common case, a rotation that wins or a refusal that writes nothing, runs on
+        the event loop (storage/pg_rotation.py); a replay (grace window or reuse)
+        and any driver error go to :meth:`refresh` on a database thread, which
+        decides afresh in its own transaction: the fast attempt committed nothing."""
+        on_thread = functools.partial(
+            self.refresh,
+            refresh_token=refresh_token,
+            client_id=client_id,
+            client_secret=client_secret,
+            scope=scope,
+            ip=ip,
+        )
+        rotator = self.db.pg_rotation
+        if rotator is None:
+            return await self.db.run(on_thread)
+        start = self._start_refresh(refresh_token, client_id, client_secret, scope)
+        try:
+            async with rotator.transaction() as conn:
+                rotation = await rotator.rotate(conn, **start.rotation_parameters(ip))
+                if rotation.claimed and not rotation.won:
+                    raise _NeedsSynchronousPath  # rolls back: only the session lock
+                record, granted = self._accept(rotation, start)
+        except (OAuthError, RateLimited):
+            raise
+        except _NeedsSynchronousPath:
+            return await self.db.run(on_thread)
+        except Exception as exc:  # the driver: a lost connection, a timeout, ...
+            log.debug("asyncpg rotation failed (%s); using the thread path", type(exc).__name__)
+            return await self.db.run(on_thread)
+        return self._refreshed(start, record, granted, "refresh_rotated", ip)
+
+    def _start_refresh(
+        self,
+        refresh_token: str,
+        client_id: str | None,
+        client_secret: str | None,
+        scope: str | None,
+    ) -> _RefreshStart:
+        """Everything before the database: refusals that need no lookup."""
+        if not looks_like_refresh_token(refresh_token):
+            self.stats["refresh_failed"] += 1
+            raise invalid_grant("malformed refresh token")
+        requested = parse_scope(scope)
+        client = self._authenticate_client(None, client_id, client_secret)
+        self._require_grant(client, "refresh_token")
+        successor = self.deriver.derive(refresh_token)
+        return _RefreshStart(
+            now=float(self.clock.now()),
+            requested=requested,
+            client=client,
+            token_hash=hash_refresh_token(refresh_token),
+            successor=successor,
+            idle_ttl=float(self.settings.refresh_idle_ttl),
+        )
+
+    def _accept(
+        self, rotation: repo.Rotation, start: _RefreshStart
+    ) -> tuple[repo.RefreshTokenRecord, frozenset[str]]:
+        """Inside the transaction: step 1's refusals, the scope, the per-session
+        limit. Any of them raises, which rolls the rotation back."""
+        record = rotation.record
+        self._check_presented(record, start.client, start.now)
+        assert record is not None
+        granted = self._grant_scope(frozenset(record.scope.split()), start.requested)
+        if self.session_limiter is not None:
+            retry_after = self.session_limiter(record.session_id)
+            if retry_after is not None:
+                raise RateLimited(retry_after, "refresh per session")
+        if not rotation.claimed:
+            raise invalid_grant("session has been revoked")
+        return record, granted
+
+    def _refreshed(
+        self,
+        start: _RefreshStart,
+        record: repo.RefreshTokenRecord,
+        granted: frozenset[str],
+        outcome: str,
+        ip: str | None,
+    ) -> IssuedTokens:
+        """After the commit: the answer."""
+        if outcome == "refresh_rotated":
+            # The audit row was written by the rotation statement; this is the log line.
+            self._audit_token_event(None, start.now, audit.REFRESH_ROTATED, record, ip)
         self.stats[outcome] += 1
         # The session's scope is stored formatted (format_scope at login).
-        scope_text = record.scope if requested is None else format_scope(granted)
+        scope_text = record.scope if start.requested is None else format_scope(granted)
         return IssuedTokens(
             access_token=self.issue_access_token(
                 sub=record.user_id,
                 client_id=record.client_id,
                 scope=scope_text,
                 sid=record.session_id,
-                now=now,
+                now=start.now,
             ),
             expires_in=self.settings.access_token_ttl,
             scope=scope_text,
-            refresh_token=successor,
+            refresh_token=start.successor,
             session_id=record.session_id,
             session_expires_at=record.absolute_expires_at,
             outcome=outcome,

@@ -43,6 +43,8 @@ class Settings(BaseSettings):
     cookie_secure: bool = True
     max_body_bytes: int = Field(16 * 1024, ge=1024, le=1024 * 1024)
     db_pool_size: int = Field(8, ge=1, le=256)
+    # PostgreSQL: the refresh rotation on asyncpg, on the event loop (pg_rotation.py).
+    db_asyncpg: bool = True
     # How often each server re-reads the signing keys (rotations by the CLI or a replica).
     key_reload_seconds: float = Field(10.0, gt=0, le=3600)
 

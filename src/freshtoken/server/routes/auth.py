@@ -128,8 +128,7 @@ async def refresh(request: Request) -> Response:
     try:
         if not refresh_token:
             raise OAuthError("invalid_grant", "no refresh token cookie: log in first")
-        issued = await ctx.db.run(
-            ctx.service.refresh,
+        issued = await ctx.service.refresh_async(
             refresh_token=refresh_token,
             client_id=client_id,
             scope=scope,

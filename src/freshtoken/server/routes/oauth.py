@@ -59,8 +59,7 @@ async def _grant(
         refresh_token = string_field(form, "refresh_token", max_len=512)
         assert refresh_token is not None
         ctx.check_limit("refresh_ip", ip)
-        return await ctx.db.run(
-            service.refresh,
+        return await service.refresh_async(
             refresh_token=refresh_token,
             client_id=client_id,
             client_secret=client_secret,

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import importlib.util
 import logging
 import sqlite3
 import time
@@ -28,6 +29,7 @@ from sqlalchemy.exc import DBAPIError
 
 from freshtoken.errors import ConfigurationError
 from freshtoken.server.storage.group_commit import GroupCommit
+from freshtoken.server.storage.pg_rotation import PgRotation
 
 log = logging.getLogger("freshtoken.server")
 
@@ -68,7 +70,7 @@ def _is_retryable(exc: DBAPIError) -> bool:
 class Database:
     """Owns the engine and the threads transactions run on."""
 
-    def __init__(self, url: str, *, pool_size: int = 8) -> None:
+    def __init__(self, url: str, *, pool_size: int = 8, asyncpg: bool = True) -> None:
         self.url = normalize_database_url(url)
         self.is_sqlite = self.url.startswith("sqlite")
         self.engine = self._create_engine(pool_size)
@@ -78,6 +80,10 @@ class Database:
         # that arrive together share one COMMIT (group_commit.py). PostgreSQL waits on
         # the network: it hops.
         self._group = GroupCommit(self) if self.is_sqlite else None
+        # PostgreSQL's refresh rotation on asyncpg, on the loop (pg_rotation.py).
+        self.pg_rotation: PgRotation | None = None
+        if not self.is_sqlite and asyncpg and importlib.util.find_spec("asyncpg") is not None:
+            self.pg_rotation = PgRotation(self.url, pool_size=pool_size)
         workers = 1 if self.is_sqlite else pool_size
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="freshtoken-db")
 
@@ -208,6 +214,12 @@ class Database:
                 conn.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": _PG_LOCK_ID})
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, "head")
+
+    async def aclose(self) -> None:
+        """What only a running loop can close (asyncpg's pool), then :meth:`close`."""
+        if self.pg_rotation is not None:
+            await self.pg_rotation.aclose()
+        self.close()
 
     def close(self) -> None:
         if self._group is not None:

@@ -234,6 +234,15 @@ WITH tok AS (
 SELECT tok.*, (SELECT count(*) FROM claim) AS claimed, (SELECT count(*) FROM child) AS won
 FROM tok
 """
+_PG_ROTATE_PARAMETERS = (
+    "token_hash",
+    "client_id",
+    "now",
+    "child_hash",
+    "idle_ttl",
+    "event",
+    "ip",
+)
 # (In a data-modifying WITH every sub-statement sees the same snapshot; the order
 # comes from the data flow: `used` cannot lock its row before `claim` has returned
 # the session row, so the lock order is session → token, as in revoke_session.)
