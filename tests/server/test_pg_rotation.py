@@ -166,3 +166,22 @@ async def test_sqlite_has_no_asyncpg_path(tmp_path, clock: FakeClock) -> None:
 def test_asyncpg_dsn_keeps_credentials_and_options() -> None:
     dsn = asyncpg_dsn("postgresql+psycopg://u:p%40ss@db.internal:6543/auth?sslmode=require")
     assert dsn == "postgresql://u:p%40ss@db.internal:6543/auth?sslmode=require"
+
+
+async def test_connections_go_back_to_the_pool_outside_any_transaction(postgres_url: str) -> None:
+    """The pool's reset is ours (one ROLLBACK if needed, no RESET ALL round trip):
+    a connection left inside a transaction, e.g. by a cancelled request, is ended."""
+    from freshtoken.server.storage import pg_rotation
+    from freshtoken.server.storage.database import normalize_database_url
+
+    conn = await asyncpg.connect(asyncpg_dsn(normalize_database_url(postgres_url)))
+    try:
+        await conn.transaction().start()
+        await conn.execute("CREATE TEMP TABLE scratch (x int)")
+        assert conn.is_in_transaction()
+        await pg_rotation._end_transaction(conn)
+        assert not conn.is_in_transaction()
+        assert await conn.fetchval("SELECT to_regclass('scratch') IS NULL")  # rolled back
+        await pg_rotation._end_transaction(conn)  # and a no-op when idle
+    finally:
+        await conn.close()
