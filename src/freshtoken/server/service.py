@@ -419,6 +419,7 @@ class TokenService:
         the event loop (storage/pg_rotation.py); a replay (grace window or reuse)
         and any driver error go to :meth:`refresh` on a database thread, which
         decides afresh in its own transaction: the fast attempt committed nothing."""
+        rotator = self.db.pg_rotation
         on_thread = functools.partial(
             self.refresh,
             refresh_token=refresh_token,
@@ -427,7 +428,6 @@ class TokenService:
             scope=scope,
             ip=ip,
         )
-        rotator = self.db.pg_rotation
         if rotator is None:
             return await self.db.run(on_thread)
         start = self._start_refresh(refresh_token, client_id, client_secret, scope)

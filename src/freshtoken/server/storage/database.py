@@ -168,7 +168,8 @@ class Database:
         """Run ``fn`` (one whole transaction): on the loop in a commit group for
         SQLite, one hop for PostgreSQL."""
         if self._group is not None:
-            result: T = await self._group.run(functools.partial(fn, *args, **kwargs))
+            call = functools.partial(fn, *args, **kwargs) if args or kwargs else fn
+            result: T = await self._group.run(call)
             return result
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(
