@@ -2,7 +2,8 @@
 
 For each database (SQLite, PostgreSQL), server stack (uvicorn, granian) and worker
 count (1, 2): a fresh database with ``--sessions`` sessions, a real server process,
-then two closed-loop wrk runs from a separate process at ``--concurrency``:
+then ``--repeat`` pairs of closed-loop wrk runs from a separate process at
+``--concurrency`` (medians reported; the ratio is the median of the pairs' ratios):
 
 1. the baseline: ``GET /healthz`` on the same server (a trivial JSON endpoint: the
    ceiling of the stack);
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import tempfile
 import time
@@ -72,18 +74,27 @@ def run_one(
     concurrency: int,
     seconds: float,
     warmup: float,
+    repeats: int = 3,
     extra_args: list[str] | None = None,
     extra_env: dict[str, str] | None = None,
 ) -> dict[str, Any]:
+    """``repeats`` paired runs (ceiling, then refresh) on one server; the figures are
+    medians, the ratio the median of the pairs' ratios (a pair shares the moment,
+    so drift in the machine's speed cancels out of it)."""
     sessions = max(sessions, 2 * concurrency)
     with database(db_kind) as url, tempfile.TemporaryDirectory(prefix="ft-wrk-") as tmp:
-        tokens = seed_sessions(url, sessions + 2 * concurrency)
-        warm_dir, main_dir = Path(tmp, "warm"), Path(tmp, "main")
+        tokens = seed_sessions(url, sessions * repeats + 2 * concurrency)
+        warm_dir = Path(tmp, "warm")
         warm_dir.mkdir()
-        main_dir.mkdir()
-        warm_stem = write_token_files(tokens[sessions:], WRK_THREADS, warm_dir)
-        main_stem = write_token_files(tokens[:sessions], WRK_THREADS, main_dir)
+        warm_stem = write_token_files(tokens[sessions * repeats :], WRK_THREADS, warm_dir)
+        stems = []
+        for i in range(repeats):
+            run_dir = Path(tmp, f"run{i}")
+            run_dir.mkdir()
+            chunk = tokens[i * sessions : (i + 1) * sessions]
+            stems.append(write_token_files(chunk, WRK_THREADS, run_dir))
         env = server_env(url, **(extra_env or {}))
+        pairs = []
         with Server(stack, workers, env, extra_args=list(extra_args or [])) as srv:
             common = {"connections": concurrency, "threads": WRK_THREADS}
             if warmup > 0:  # open pools, warm caches
@@ -95,30 +106,58 @@ def run_one(
                     seconds=warmup,
                     **common,
                 )
-            cpu0 = srv.cpu_seconds()
-            ceiling = run_wrk(srv.url, script=BENCH_DIR / "ceiling.lua", seconds=seconds, **common)
-            cpu1 = srv.cpu_seconds()
-            refresh = run_wrk(
-                srv.url,
-                script=BENCH_DIR / "refresh.lua",
-                script_args=[main_stem],
-                seconds=seconds,
-                **common,
-            )
-            cpu2 = srv.cpu_seconds()
+            for stem in stems:
+                cpu0 = srv.cpu_seconds()
+                ceiling = run_wrk(
+                    srv.url, script=BENCH_DIR / "ceiling.lua", seconds=seconds, **common
+                )
+                cpu1 = srv.cpu_seconds()
+                refresh = run_wrk(
+                    srv.url,
+                    script=BENCH_DIR / "refresh.lua",
+                    script_args=[stem],
+                    seconds=seconds,
+                    **common,
+                )
+                cpu2 = srv.cpu_seconds()
+                pairs.append((ceiling, refresh, cpu1 - cpu0, cpu2 - cpu1))
         doubled = live_token_violations(url)
-        ceiling_cpu = 1e6 * (cpu1 - cpu0) / max(1, ceiling.requests)
-        refresh_cpu = 1e6 * (cpu2 - cpu1) / max(1, refresh.requests)
     return {
         "db": db_kind,
         "stack": stack,
         "workers": workers,
         "concurrency": concurrency,
         "sessions": sessions,
-        "ceiling": {**ceiling.as_dict(), "server_cpu_us": round(ceiling_cpu)},
-        "refresh": {**refresh.as_dict(), "server_cpu_us": round(refresh_cpu)},
-        "pct_of_ceiling": round(100 * refresh.rps / ceiling.rps, 1) if ceiling.rps else 0.0,
+        "repeats": repeats,
+        "ceiling": _medians([(c, cpu) for c, _, cpu, _ in pairs]),
+        "refresh": _medians([(r, cpu) for _, r, _, cpu in pairs]),
+        "pct_of_ceiling": round(
+            statistics.median(100 * r.rps / c.rps if c.rps else 0.0 for c, r, _, _ in pairs), 1
+        ),
+        "runs": [
+            {"ceiling_rps": c.rps, "refresh_rps": r.rps, "refresh_p99_ms": r.p99_ms}
+            for c, r, _, _ in pairs
+        ],
         "sessions_with_two_live_tokens": doubled,
+    }
+
+
+def _medians(runs: list[tuple[Any, float]]) -> dict[str, Any]:
+    """Median rps, p50, p99 and server CPU per request over runs; errors summed."""
+    detail: dict[str, int] = {}
+    for result, _ in runs:
+        for key, n in result.error_detail.items():
+            detail[key] = detail.get(key, 0) + n
+    return {
+        "requests": sum(result.requests for result, _ in runs),
+        "rps": round(statistics.median(result.rps for result, _ in runs), 1),
+        "p50_ms": round(statistics.median(result.p50_ms for result, _ in runs), 2),
+        "p99_ms": round(statistics.median(result.p99_ms for result, _ in runs), 2),
+        "errors": sum(result.errors for result, _ in runs),
+        "error_detail": detail,
+        "server_cpu_us": round(
+            statistics.median(1e6 * cpu / max(1, result.requests) for result, cpu in runs)
+        ),
     }
 
 
@@ -131,7 +170,10 @@ def format_row(row: dict[str, Any]) -> str:
         f"refresh {r['rps']:>8.1f}/s  p50 {r['p50_ms']:>6.2f} ms  p99 {r['p99_ms']:>6.2f} ms  "
         f"errors {errors}{detail}  server CPU {r['server_cpu_us']} us/req  "
         f"| ceiling {c['rps']:>8.1f}/s ({c['server_cpu_us']} us/req)  "
-        f"-> refresh runs at {row['pct_of_ceiling']:.1f} % of the stack's ceiling"
+        f"-> refresh runs at {row['pct_of_ceiling']:.1f} % of the stack's ceiling "
+        f"(median of {row['repeats']} paired runs: "
+        + ", ".join(f"{100 * x['refresh_rps'] / x['ceiling_rps']:.1f}" for x in row["runs"])
+        + " %)"
     )
 
 
@@ -144,6 +186,7 @@ def run(
     concurrency: int,
     seconds: float,
     warmup: float,
+    repeats: int = 3,
 ) -> dict[str, Any]:
     rows = []
     skipped = []
@@ -162,6 +205,7 @@ def run(
                     concurrency=concurrency,
                     seconds=seconds,
                     warmup=warmup,
+                    repeats=repeats,
                 )
                 print(format_row(row), flush=True)
                 rows.append(row)
@@ -169,6 +213,7 @@ def run(
         "bench": "refresh",
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "seconds": seconds,
+        "repeats": repeats,
         "rows": rows,
         "skipped": skipped,
     }
@@ -182,6 +227,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--concurrency", "-c", type=int, default=32)
     parser.add_argument("--seconds", "-t", type=float, default=10.0)
     parser.add_argument("--warmup", type=float, default=2.0)
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="paired runs per figure (medians are reported)"
+    )
     parser.add_argument("--json", help="also write the figures as JSON here")
 
 
@@ -194,6 +242,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         concurrency=args.concurrency,
         seconds=args.seconds,
         warmup=args.warmup,
+        repeats=args.repeat,
     )
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))
