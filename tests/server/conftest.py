@@ -3,7 +3,7 @@ and real loopback servers sharing that clock."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import httpx
 import pytest
@@ -20,12 +20,18 @@ def clock() -> FakeClock:
     return FakeClock(T0)
 
 
-@pytest.fixture
-def service(database_url: str, clock: FakeClock) -> Iterator[TokenService]:
-    """A bootstrapped service with user alice, on SQLite and on PostgreSQL."""
+def bootstrapped_service(database_url: str, clock: FakeClock) -> TokenService:
+    """A bootstrapped service with user alice (the caller closes its database)."""
     svc = build_service(make_settings(database_url), clock)
     svc.bootstrap()
     svc.create_user(USERNAME, PASSWORD)
+    return svc
+
+
+@pytest.fixture
+def service(database_url: str, clock: FakeClock) -> Iterator[TokenService]:
+    """A bootstrapped service with user alice, on SQLite and on PostgreSQL."""
+    svc = bootstrapped_service(database_url, clock)
     try:
         yield svc
     finally:
@@ -35,13 +41,21 @@ def service(database_url: str, clock: FakeClock) -> Iterator[TokenService]:
 @pytest.fixture
 def sqlite_service(tmp_path, clock: FakeClock) -> Iterator[TokenService]:
     """The same on SQLite only, for rules that do not depend on the backend."""
-    svc = build_service(make_settings(f"sqlite:///{tmp_path / 'svc.db'}"), clock)
-    svc.bootstrap()
-    svc.create_user(USERNAME, PASSWORD)
+    svc = bootstrapped_service(f"sqlite:///{tmp_path / 'svc.db'}", clock)
     try:
         yield svc
     finally:
         svc.db.close()
+
+
+@pytest.fixture
+async def pg_service(postgres_url: str, clock: FakeClock) -> AsyncIterator[TokenService]:
+    """The same on PostgreSQL only, closed from its event loop (asyncpg's pool)."""
+    svc = bootstrapped_service(postgres_url, clock)
+    try:
+        yield svc
+    finally:
+        await svc.db.aclose()
 
 
 @pytest.fixture

@@ -4,30 +4,17 @@ loop (storage/pg_rotation.py), and its hand-over to the thread path."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
 import pytest
 
-from freshtoken.server.app import build_service
 from freshtoken.server.exceptions import OAuthError
 from freshtoken.server.service import IssuedTokens, RateLimited, TokenService
 from freshtoken.server.storage.pg_rotation import asyncpg_dsn
 from freshtoken.testing import FakeClock
 
-from .helpers import PASSWORD, USERNAME, audit_rows, live_tokens, make_settings, session_tokens
-
-
-@pytest.fixture
-async def pg_service(postgres_url: str, clock: FakeClock) -> AsyncIterator[TokenService]:
-    svc = build_service(make_settings(postgres_url), clock)
-    svc.bootstrap()
-    svc.create_user(USERNAME, PASSWORD)
-    try:
-        yield svc
-    finally:
-        await svc.db.aclose()
+from .helpers import PASSWORD, USERNAME, audit_rows, live_tokens, session_tokens
 
 
 class ThreadPathSpy:
@@ -150,17 +137,11 @@ async def test_many_concurrent_refreshes_of_one_token(pg_service: TokenService) 
     assert len(live_tokens(pg_service.db, first.session_id or "")) == 1
 
 
-async def test_sqlite_has_no_asyncpg_path(tmp_path, clock: FakeClock) -> None:
-    svc = build_service(make_settings(f"sqlite:///{tmp_path / 'x.db'}"), clock)
-    try:
-        svc.bootstrap()
-        svc.create_user(USERNAME, PASSWORD)
-        assert svc.db.pg_rotation is None
-        first = login(svc)
-        issued = await svc.refresh_async(refresh_token=first.refresh_token or "")
-        assert issued.outcome == "refresh_rotated"
-    finally:
-        await svc.db.aclose()
+async def test_sqlite_has_no_asyncpg_path(sqlite_service: TokenService) -> None:
+    assert sqlite_service.db.pg_rotation is None
+    first = login(sqlite_service)
+    issued = await sqlite_service.refresh_async(refresh_token=first.refresh_token or "")
+    assert issued.outcome == "refresh_rotated"
 
 
 def test_asyncpg_dsn_keeps_credentials_and_options() -> None:
