@@ -49,6 +49,16 @@ def sqlite_service(tmp_path, clock: FakeClock) -> Iterator[TokenService]:
 
 
 @pytest.fixture
+def pg_service_sync(postgres_url: str, clock: FakeClock) -> Iterator[TokenService]:
+    """The same on PostgreSQL, for tests that run event loops of their own."""
+    svc = bootstrapped_service(postgres_url, clock)
+    try:
+        yield svc
+    finally:
+        svc.db.close()
+
+
+@pytest.fixture
 async def pg_service(postgres_url: str, clock: FakeClock) -> AsyncIterator[TokenService]:
     """The same on PostgreSQL only, closed from its event loop (asyncpg's pool)."""
     svc = bootstrapped_service(postgres_url, clock)

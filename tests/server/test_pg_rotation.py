@@ -166,3 +166,21 @@ async def test_connections_go_back_to_the_pool_outside_any_transaction(postgres_
         await pg_rotation._end_transaction(conn)  # and a no-op when idle
     finally:
         await conn.close()
+
+
+def test_a_new_event_loop_gets_a_new_pool_and_the_old_one_is_closed(
+    pg_service_sync: TokenService,
+) -> None:
+    rotator = pg_service_sync.db.pg_rotation
+    assert rotator is not None
+
+    async def refresh_once() -> Any:
+        first = login(pg_service_sync)
+        await pg_service_sync.refresh_async(refresh_token=first.refresh_token or "")
+        return rotator._pool
+
+    old = asyncio.run(refresh_once())
+    new = asyncio.run(refresh_once())  # a second loop, as after a server restart in-process
+    assert new is not old
+    assert old._closed
+    asyncio.run(rotator.aclose())

@@ -71,6 +71,9 @@ class PgRotation:
         if self._pool is not None and self._loop is loop:
             return self._pool
         if self._creating is None or self._loop is not loop:
+            if self._pool is not None:  # the previous loop's pool: its sockets are dead here
+                with contextlib.suppress(Exception):
+                    self._pool.terminate()
             self._creating, self._loop, self._pool = asyncio.Lock(), loop, None
         async with self._creating:
             if self._pool is None:
